@@ -1,0 +1,100 @@
+"""The core's own plugin: operators, baseline and Langevin solvers, and metrics, registered through the hooks.
+
+The registries are filled only through pluggy hooks; this module is registered on the plugin manager like any
+plugin (as ``invgen-core``). Factories import their modules lazily so listing stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from invgen.registry import hookimpl
+
+
+def _lazy(path: str) -> Callable[..., Any]:
+    """A factory that imports ``module:attr`` on first use."""
+    module, attr = path.split(":")
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        return getattr(import_module(module), attr)(*args, **kwargs)
+
+    factory.__qualname__ = factory.__name__ = attr
+    return factory
+
+
+def _solver_factory(name: str, fn_path: str, needs: tuple[str, ...]) -> Callable[..., Any]:
+    def factory(**options: Any) -> Any:
+        from invgen.solvers.base import Solver
+
+        module, attr = fn_path.split(":")
+        return Solver(name, getattr(import_module(module), attr), needs, **options)
+
+    return factory
+
+
+# name, function, needs, description
+SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
+    ("pinv", "invgen.solvers.pinv:pinv", (), "pseudo-inverse A^+ y (baseline)"),
+    ("tikhonov", "invgen.solvers.tikhonov:tikhonov", (), "Tikhonov / Wiener: quadratic MAP towards a constant"),
+    ("tv", "invgen.solvers.tv:tv", (), "total-variation MAP by primal-dual (Chambolle-Pock) in [0, 1]"),
+    ("ula", "invgen.solvers.langevin:ula", ("score",), "unadjusted Langevin on the posterior (pixel space)"),
+    ("mala", "invgen.solvers.langevin:mala", ("score", "log_density"),
+     "Metropolis-adjusted Langevin: exact in the limit, adaptive step"),
+]
+
+# name, class, linear, examples [(kwargs, input shape)], description
+OPERATORS: list[tuple[str, str, bool, list[tuple[dict[str, Any], tuple[int, ...]]], str]] = [
+    ("identity", "invgen.operators.identity:Identity", True, [({}, (2, 3, 8, 8))], "denoising: A = I"),
+    ("inpaint", "invgen.operators.inpaint:Inpaint", True, [
+        ({"mask": "box"}, (2, 1, 16, 16)),
+        ({"mask": "box", "position": "random", "seed": 3}, (2, 3, 16, 16)),
+        ({"mask": "random", "ratio": 0.7, "seed": 1}, (2, 3, 12, 12)),
+        ({"mask": "freeform", "seed": 2}, (2, 1, 32, 32)),
+        ({"mask": "half"}, (2, 1, 8, 8)),
+    ], "inpainting: A = mask * x (box, random, freeform, half, user mask)"),
+    ("superres", "invgen.operators.superres:SuperResolution", True, [
+        ({"scale": 2}, (2, 1, 16, 16)),
+        ({"scale": 4, "kernel": "block"}, (2, 3, 16, 16)),
+        ({"scale": 2, "kernel": "bicubic"}, (2, 1, 16, 12)),
+        ({"scale": 4, "kernel": "bicubic"}, (1, 3, 32, 32)),
+        ({"scale": 8, "kernel": "block"}, (1, 1, 32, 32)),
+    ], "super-resolution: block-average (exact SVD) or antialiased bicubic downsampling"),
+    ("blur", "invgen.operators.blur:Blur", True, [
+        ({"kernel": "gaussian", "sigma": 1.0}, (2, 1, 16, 16)),
+        ({"kernel": "motion", "size": 7, "seed": 0}, (1, 3, 16, 16)),
+    ], "circular deblurring: Gaussian, seeded motion, any kernel or kernel file"),
+    ("colorize", "invgen.operators.color:Colorize", True, [({}, (2, 3, 8, 8))],
+     "colorization: A = ITU-R 601 luma of RGB"),
+    ("sensing", "invgen.operators.sensing:Sensing", True, [
+        ({"m": 20, "seed": 0}, (2, 1, 6, 6)),
+        ({"m": 40, "seed": 1, "shape": (3, 4, 4)}, (2, 3, 4, 4)),
+    ], "compressed sensing: y = G x / sqrt(m) with a seeded Gaussian G (m x d)"),
+    ("sketch", "invgen.operators.sketch:Sketch", False, [({}, (2, 1, 16, 16))],
+     "sketch-to-image: differentiable soft edge map (Sobel magnitude, normalised, soft threshold)"),
+]
+
+METRICS: list[tuple[str, str, bool, str]] = [
+    ("psnr", "invgen.metrics.psnr:psnr", True, "peak signal-to-noise ratio in dB (data range 1)"),
+    ("ssim", "invgen.metrics.ssim:ssim", True, "structural similarity (scikit-image defaults)"),
+    ("lpips", "invgen.metrics.lpips:lpips", False, "LPIPS AlexNet v0.1 distance"),
+]
+
+
+@hookimpl
+def register_operators(register: Callable[..., None]) -> None:
+    for name, path, linear, examples, description in OPERATORS:
+        register(name, _lazy(path), linear=linear, examples=examples, description=description)
+
+
+@hookimpl
+def register_solvers(register: Callable[..., None]) -> None:
+    for name, path, needs, description in SOLVERS:
+        register(name, _solver_factory(name, path, needs), needs=needs, description=description)
+
+
+@hookimpl
+def register_metrics(register: Callable[..., None]) -> None:
+    for name, path, higher, description in METRICS:
+        register(name, _lazy(path), higher_is_better=higher, description=description)

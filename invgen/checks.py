@@ -1,0 +1,93 @@
+"""Input validation shared by the public entry points.
+
+Clean images are ``(B, C, H, W)`` tensors in [0, 1]; observations and noisy states are finite real tensors with no
+range constraint. These helpers raise :mod:`invgen.errors` exceptions that state what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from invgen.errors import RangeError, ShapeError
+
+
+def describe(x: object) -> str:
+    """Short description of a value for error messages."""
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def check_tensor(x: object, name: str = "x") -> torch.Tensor:
+    """Raise unless ``x`` is a floating point tensor with only finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {describe(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating point tensor, got dtype {x.dtype} (convert with .float() / 255)")
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise RangeError(f"{name}: expected finite values, got {n_bad} NaN/Inf entries in {describe(x)}")
+    return x
+
+
+def check_image(
+    x: object,
+    name: str = "x",
+    *,
+    channels: int | tuple[int, ...] | None = None,
+    clean: bool = False,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Validate an image batch.
+
+    Args:
+        x: the tensor to check.
+        name: how the tensor is called in the error message.
+        channels: the allowed channel count(s), or None for any.
+        clean: if True, values must lie in [0, 1] (a clean image); otherwise any finite value is accepted.
+        size: the required spatial size ``(H, W)``, or None for any.
+
+    Returns:
+        ``x`` unchanged.
+
+    Shape:
+        x: ``(B, C, H, W)``.
+    """
+    check_tensor(x, name)
+    assert isinstance(x, torch.Tensor)
+    if x.dim() != 4:
+        hint = " (add a batch dimension with x[None])" if x.dim() == 3 else ""
+        raise ShapeError(f"{name}: expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}{hint}")
+    if channels is not None:
+        allowed = (channels,) if isinstance(channels, int) else tuple(channels)
+        if x.shape[1] not in allowed:
+            want = " or ".join(str(c) for c in allowed)
+            raise ShapeError(f"{name}: expected {want} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        raise ShapeError(f"{name}: expected spatial size {tuple(size)}, got {tuple(x.shape[-2:])}")
+    if clean:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise RangeError(
+                f"{name}: expected a clean image with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                "(scale uint8 images by 1/255; observations y may leave [0, 1] but ground truths may not)"
+            )
+    return x
+
+
+def as_sigma(sigma: float | torch.Tensor, x: torch.Tensor, name: str = "sigma") -> torch.Tensor:
+    """Broadcast a noise level to ``(B, 1, 1, 1)`` on ``x``'s device and dtype.
+
+    Args:
+        sigma: a float, a 0-d tensor, or a ``(B,)`` tensor of noise standard deviations on the [0, 1] scale.
+        x: the batch the noise level belongs to, ``(B, ...)``.
+        name: how the value is called in error messages.
+    """
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.dim() == 0:
+        s = s.expand(x.shape[0])
+    if s.dim() != 1 or s.shape[0] not in (1, x.shape[0]):
+        raise ShapeError(f"{name}: expected a scalar or a ({x.shape[0]},) tensor, got shape {tuple(s.shape)}")
+    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+        raise RangeError(f"{name}: expected finite values >= 0, got {s.tolist()}")
+    return s.expand(x.shape[0]).reshape(-1, *([1] * (x.dim() - 1)))

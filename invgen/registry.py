@@ -1,0 +1,253 @@
+"""Plugin manager, hook specifications and the name -> factory registries.
+
+Every prior, solver, operator, dataset, metric and trainer reaches invgen through a pluggy hook that receives a
+``register`` callback; registration stores a *factory* (never a loaded network), so listing what is installed is
+cheap. Plugins are found through the ``invgen`` entry-point group, the built-in families exactly like third-party
+ones. A plugin that raises while it is imported, or while its hook runs, is reported by name and skipped.
+
+Example:
+    >>> import invgen
+    >>> class MyPlugin:
+    ...     @invgen.hookimpl
+    ...     def register_priors(self, register):
+    ...         register("my-prior", lambda **kw: MyPrior(**kw), capabilities=("denoiser",))
+    >>> invgen.plugin_manager().register(MyPlugin(), name="my-plugin")
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import threading
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from invgen.errors import PluginError, UnknownNameError
+
+PROJECT = "invgen"
+ENTRY_POINT_GROUP = "invgen"
+KINDS = ("priors", "solvers", "operators", "datasets", "metrics", "trainers")
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    """The hooks a plugin may implement. Each receives ``register(name, factory, **meta)``."""
+
+    @hookspec
+    def register_priors(self, register: Callable[..., None]) -> None:
+        """Register priors: ``register(name, factory, capabilities=(...), description=..., image_shape=...)``.
+
+        ``factory(**kwargs)`` builds the prior (loading weights only then). ``capabilities`` lists what the prior
+        offers among ``denoiser``, ``score``, ``log_density`` and ``generator``, so listing needs no loading.
+        """
+
+    @hookspec
+    def register_solvers(self, register: Callable[..., None]) -> None:
+        """Register solvers: ``register(name, factory, needs=(...), description=...)``.
+
+        ``factory(**options)`` returns an :class:`invgen.solvers.base.Solver`; ``needs`` are the capabilities the
+        solver requires of a prior (an empty tuple for baselines that use none).
+        """
+
+    @hookspec
+    def register_operators(self, register: Callable[..., None]) -> None:
+        """Register degradation operators: ``register(name, factory, linear=bool, examples=[...], description=...)``.
+
+        ``examples`` is a list of ``(kwargs, input_shape)`` pairs; the test-suite runs the adjointness and
+        pseudo-inverse checks on each, so a new linear operator is tested the moment it is registered.
+        """
+
+    @hookspec
+    def register_datasets(self, register: Callable[..., None]) -> None:
+        """Register datasets: ``register(name, factory, description=...)``; ``factory(**kw)`` returns the dataset."""
+
+    @hookspec
+    def register_metrics(self, register: Callable[..., None]) -> None:
+        """Register metrics: ``register(name, fn, higher_is_better=bool, description=...)``.
+
+        ``fn(x, reference) -> (B,)`` compares image batches in [0, 1].
+        """
+
+    @hookspec
+    def register_trainers(self, register: Callable[..., None]) -> None:
+        """Register trainers: ``register(name, factory, description=...)``; used by ``invgen train NAME``."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: its name, its factory, where it came from and what it declared."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    distribution: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def create(self, **kwargs: Any) -> Any:
+        """Build the component."""
+        return self.factory(**kwargs)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, or whose hook raised."""
+
+    plugin: str
+    distribution: str
+    stage: str
+    error: str
+    traceback: str
+
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+_failures: list[PluginFailure] = []
+_distributions: dict[str, str] = {}
+_cache: dict[tuple[str, tuple[int, ...]], tuple[dict[str, Entry], list[PluginFailure]]] = {}
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin never breaks the host
+            failure = PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            _failures.append(failure)
+            warnings.warn(
+                f"invgen: plugin {ep.name!r} from distribution {dist!r} failed to import and is skipped "
+                f"({failure.error})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        pm.register(plugin, name=ep.name)
+        _distributions[ep.name] = dist
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, created on first use.
+
+    It holds the core (operators, solvers, metrics) and every plugin of the ``invgen`` entry-point group.
+    Register an in-memory plugin with ``plugin_manager().register(obj, name=...)``; the registries see it at once.
+    """
+    global _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(PROJECT)
+            pm.add_hookspecs(HookSpecs)
+            from invgen import builtin
+
+            pm.register(builtin, name="invgen-core")
+            _distributions["invgen-core"] = "invgen"
+            _load_entry_points(pm)
+            _pm = pm
+        return _pm
+
+
+def reset() -> None:
+    """Forget the plugin manager and every cached registry (used by tests)."""
+    global _pm
+    with _lock:
+        _pm = None
+        _failures.clear()
+        _distributions.clear()
+        _cache.clear()
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """Plugins that failed to import or whose hooks raised, in the order they failed."""
+    for kind in KINDS:
+        _registry(kind)
+    seen: dict[tuple[str, str], PluginFailure] = {}
+    for f in _failures + [f for _, fails in _cache.values() for f in fails]:
+        seen.setdefault((f.plugin, f.stage), f)
+    return list(seen.values())
+
+
+def distribution_of(plugin_name: str) -> str:
+    """The distribution a plugin came from (``"<in-memory>"`` for plugins registered by hand)."""
+    return _distributions.get(plugin_name, "<in-memory>")
+
+
+def _registry(kind: str) -> dict[str, Entry]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
+    pm = plugin_manager()
+    key = (kind, tuple(id(p) for p in pm.get_plugins()))
+    with _lock:
+        if key in _cache:
+            return _cache[key][0]
+        entries: dict[str, Entry] = {}
+        failures: list[PluginFailure] = []
+        caller = getattr(pm.hook, f"register_{kind}")
+        for impl in reversed(caller.get_hookimpls()):  # registration order
+            plugin_name = impl.plugin_name
+            dist = distribution_of(plugin_name)
+
+            def register(name: str, factory: Callable[..., Any], _p: str = plugin_name, _d: str = dist, **meta: Any):
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_p!r}: a {kind[:-1]} name must be a non-empty string, got {name!r}")
+                if not callable(factory):
+                    raise PluginError(f"plugin {_p!r}: the factory of {kind[:-1]} {name!r} is not callable")
+                if name in entries:
+                    other = entries[name]
+                    warnings.warn(
+                        f"invgen: {kind[:-1]} {name!r} from plugin {_p!r} ({_d}) is ignored: plugin "
+                        f"{other.plugin!r} ({other.distribution}) registered it first",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    return
+                entries[name] = Entry(kind, name, factory, _p, _d, dict(meta))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                failures.append(
+                    PluginFailure(plugin_name, dist, f"register_{kind}", f"{type(exc).__name__}: {exc}",
+                                  traceback.format_exc())
+                )
+                warnings.warn(
+                    f"invgen: plugin {plugin_name!r} ({dist}) raised in register_{kind} and is skipped for {kind} "
+                    f"({type(exc).__name__}: {exc})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        if len(_cache) > 64:
+            _cache.clear()
+        _cache[key] = (entries, failures)
+        return entries
+
+
+def entries(kind: str) -> dict[str, Entry]:
+    """All registered entries of one kind (``"priors"``, ``"solvers"``, ...), by name."""
+    return dict(_registry(kind))
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for one kind."""
+    return sorted(_registry(kind))
+
+
+def get(kind: str, name: str) -> Entry:
+    """Look up one entry; an unknown name raises :class:`UnknownNameError` listing close matches."""
+    reg = _registry(kind)
+    if not isinstance(name, str):
+        raise TypeError(f"{kind[:-1]} name: expected a string, got {type(name).__name__}")
+    if name in reg:
+        return reg[name]
+    close = difflib.get_close_matches(name, list(reg), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    known = ", ".join(sorted(reg)) or "none"
+    raise UnknownNameError(f"unknown {kind[:-1]} {name!r}{hint} (registered {kind}: {known})")

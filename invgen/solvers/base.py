@@ -1,0 +1,124 @@
+"""The thin solver object and helpers shared by the sampler functions.
+
+A sampler is a plain function ``fn(prior, operator, y, *, n_samples, generator, **options)`` returning posterior
+samples ``(N, B, C, H, W)`` (optionally with a dict of extras, e.g. an acceptance rate). A :class:`Solver` only holds
+its name, the capabilities it needs and its options; ``invgen.solve`` runs it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from invgen.errors import MissingCapabilityError
+from invgen.priors.base import capabilities_of
+
+SamplerFn = Callable[..., Tensor | tuple[Tensor, dict[str, Any]]]
+_RESERVED = ("prior", "operator", "y", "n_samples", "generator")
+
+
+class Solver:
+    """A named configuration of a sampler function.
+
+    Args:
+        name: registry name.
+        fn: the sampler function.
+        needs: capabilities the prior must offer.
+        **options: keyword options of ``fn`` (steps, step sizes, ...); unknown ones raise ``TypeError``.
+    """
+
+    def __init__(self, name: str, fn: SamplerFn, needs: tuple[str, ...] = (), **options: Any) -> None:
+        params = inspect.signature(fn).parameters
+        allowed = [p for p in params if p not in _RESERVED and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise TypeError(f"solver {name!r} got unknown option(s) {unknown}; its options are {allowed}")
+        self.name = name
+        self.fn = fn
+        self.needs = tuple(needs)
+        self.options = dict(options)
+
+    def defaults(self) -> dict[str, Any]:
+        """Every option with its default (the paper's value where the algorithm has one)."""
+        params = inspect.signature(self.fn).parameters
+        return {
+            k: p.default
+            for k, p in params.items()
+            if k not in _RESERVED and p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect._empty
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Name and effective options, enough to rebuild the solver with ``invgen.solver(**config)``."""
+        return {"name": self.name, **self.defaults(), **self.options}
+
+    def __call__(
+        self, prior: Any, operator: Any, y: Tensor, *, n_samples: int, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        require(prior, self.needs, self.name)
+        out = self.fn(prior, operator, y, n_samples=n_samples, generator=generator, **self.options)
+        samples, extras = out if isinstance(out, tuple) else (out, {})
+        return samples, extras
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"Solver({self.name!r}{', ' if opts else ''}{opts})"
+
+
+def require(prior: Any, needs: tuple[str, ...], solver_name: str) -> None:
+    """Raise :class:`MissingCapabilityError` naming what is missing and which solvers would work."""
+    caps = capabilities_of(prior)
+    missing = [n for n in needs if n not in caps]
+    if not missing:
+        return
+    from invgen import registry
+
+    usable = sorted(n for n, e in registry.entries("solvers").items() if set(e.meta.get("needs", ())) <= caps)
+    raise MissingCapabilityError(
+        f"solver {solver_name!r} needs the capability {' and '.join(repr(m) for m in missing)}, which prior "
+        f"{getattr(prior, 'name', type(prior).__name__)!r} lacks (it offers {sorted(caps) or 'none'}); "
+        f"solvers that work with it: {', '.join(usable) or 'none'}"
+    )
+
+
+def stack_batch(t: Tensor, n: int) -> Tensor:
+    """Repeat a batch ``(B, ...)`` to ``(n * B, ...)``, item ``k * B + b`` being a copy of item ``b``."""
+    return t.repeat(n, *([1] * (t.dim() - 1)))
+
+
+def unstack_batch(t: Tensor, n: int) -> Tensor:
+    """Inverse layout of :func:`stack_batch`: ``(n * B, ...)`` -> ``(n, B, ...)``."""
+    return t.reshape(n, t.shape[0] // n, *t.shape[1:])
+
+
+def gaussian_std(operator: Any, solver_name: str) -> float:
+    """The operator's Gaussian noise std, raising a clear error for other or zero noise."""
+    std = getattr(operator.noise, "std", None)
+    if operator.noise.name != "gaussian" or std is None:
+        raise TypeError(f"solver {solver_name!r} needs Gaussian observation noise, got {operator.noise.name!r}")
+    if std <= 0:
+        raise ValueError(
+            f"solver {solver_name!r} needs a Gaussian noise std > 0, got {std}; build the operator with "
+            "noise=invgen.noise('gaussian', std=...)"
+        )
+    return float(std)
+
+
+def likelihood_grad(operator: Any, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log p(y | x), grad_x log p(y | x))`` per item, for any operator and noise model.
+
+    Linear operators with Gaussian noise use the closed form ``A^T (y - A x) / std^2``; anything else goes through
+    autograd of ``operator.log_likelihood``.
+    """
+    if operator.linear and operator.noise.name == "gaussian" and operator.noise.std > 0:
+        ax = operator(x)
+        ll = operator.noise.log_likelihood(y, ax)
+        return ll, operator.adjoint(operator.noise.grad_log_likelihood(y, ax))
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        ll = operator.log_likelihood(y, xg)
+        (g,) = torch.autograd.grad(ll.sum(), xg)
+    return ll.detach(), g
