@@ -191,7 +191,7 @@ def _registry(kind: str) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
         failures: list[PluginFailure] = []
         caller = getattr(pm.hook, f"register_{kind}")
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order: the core first, then entry points
             plugin_name = impl.plugin_name
             dist = distribution_of(plugin_name)
 
