@@ -107,6 +107,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(out=args.out, seed=args.seed, quick=args.quick)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a registered trainer: ``invgen train NAME [trainer options]``."""
+    from invgen import registry
+
+    trainer = registry.get("trainers", args.trainer).create()
+    parser = argparse.ArgumentParser(prog=f"invgen train {args.trainer}", description=trainer.description)
+    trainer.add_arguments(parser)
+    return int(trainer.run(parser.parse_args(args.options)) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invgen",
@@ -124,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quick", action="store_true", help="fewer steps (for smoke tests)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a prior: invgen train NAME --help lists the trainer's options",
+                       add_help=False)
+    p.add_argument("trainer", help="a registered trainer (see invgen plugins)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of the trainer")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""Exponential moving average of weights, and checkpoints that resume exactly, in safetensors + JSON (no pickle).
+
+A checkpoint is two files written atomically: ``<name>.safetensors`` (model, EMA and optimizer tensors, and the
+data generator's state) and ``<name>.json`` (step, optimizer hyper-parameters and anything JSON-able).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Exponential moving average of a model's parameters, with the usual warm-up ``min(decay, (1+n)/(10+n))``."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay: expected a value in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - d)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, state in sd["state"].items():
+        meta["state"][str(idx)] = {}
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optimizer.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                meta["state"][str(idx)][k] = v
+    return tensors, meta
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+    step: int,
+    generator: torch.Generator | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``path.safetensors`` and ``path.json`` atomically (temporary files, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()})
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    tensors.update(opt_tensors)
+    if generator is not None:
+        tensors["generator.state"] = generator.get_state()
+    meta = {"step": step, "optimizer": opt_meta, "ema_updates": ema.updates if ema else 0,
+            "torch_rng": None, "extra": extra or {}}
+    tensors["torch.rng_state"] = torch.get_rng_state()
+    tmp_t, tmp_j = path.with_suffix(".safetensors.tmp"), path.with_suffix(".json.tmp")
+    save_file(tensors, str(tmp_t))
+    tmp_j.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp_t, path.with_suffix(".safetensors"))
+    os.replace(tmp_j, path.with_suffix(".json"))
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema: EMA | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (``step``, ``extra``)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        ema.updates = int(meta.get("ema_updates", 0))
+    if optimizer is not None:
+        state: dict[int, dict[str, Any]] = {}
+        for idx, scalars in meta["optimizer"]["state"].items():
+            state[int(idx)] = dict(scalars)
+        for k, v in tensors.items():
+            if k.startswith("optimizer."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    if generator is not None and "generator.state" in tensors:
+        generator.set_state(tensors["generator.state"])
+    if "torch.rng_state" in tensors:
+        torch.set_rng_state(tensors["torch.rng_state"])
+    return meta

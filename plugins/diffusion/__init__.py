@@ -1,0 +1,51 @@
+"""Diffusion prior family (plugin ``diffusion``): UNet, VP schedule, trainer and shipped weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import invgen
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+def _pretrained(name: str):
+    def factory(device: str = "cpu", **kw):
+        from invgen_plugins.diffusion.model import DiffusionPrior
+
+        folder = WEIGHTS / name
+        if not (folder / "model.safetensors").exists():
+            raise FileNotFoundError(f"the weights of {name!r} are not shipped in this build ({folder})")
+        return DiffusionPrior.from_pretrained(folder, name=name, device=device, **kw)
+
+    return factory
+
+
+@invgen.hookimpl
+def register_priors(register):
+    for name in sorted(p.name for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
+        register(name, _pretrained(name), capabilities=("denoiser", "score"),
+                 description=f"diffusion UNet trained on {name.removeprefix('diffusion-')}")
+
+
+class _Trainer:
+    """``invgen train diffusion``."""
+
+    description = "train a diffusion prior (epsilon-prediction UNet, VP schedule)"
+
+    @staticmethod
+    def add_arguments(parser):
+        from invgen_plugins.diffusion.train import add_arguments
+
+        add_arguments(parser)
+
+    @staticmethod
+    def run(args):
+        from invgen_plugins.diffusion.train import run
+
+        return run(args)
+
+
+@invgen.hookimpl
+def register_trainers(register):
+    register("diffusion", _Trainer, description=_Trainer.description)

@@ -1,0 +1,77 @@
+"""The diffusion prior: an epsilon-prediction UNet adapted once into the ``denoiser`` and ``score`` capabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from invgen.checks import as_sigma, check_image
+from invgen.priors.base import Prior
+from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
+from invgen_plugins.diffusion.unet import UNet, UNetConfig
+
+
+class DiffusionPrior(Prior):
+    """A diffusion model as a prior on [0, 1] images.
+
+    ``denoise(x, sigma)`` is Tweedie's estimate E[x0 | x0 + sigma n = x] computed from the network's epsilon
+    prediction; ``score(x, sigma) = (denoise(x, sigma) - x) / sigma^2``. Solvers never see the parametrisation.
+
+    Args:
+        net: the epsilon-prediction UNet (trained on [-1, 1] images).
+        schedule: the VP schedule it was trained with.
+        image_shape: ``(C, H, W)`` it was trained on, or None if any size divisible by the UNet's stride works.
+        name: registry name.
+    """
+
+    capabilities = frozenset({"denoiser", "score"})
+
+    def __init__(self, net: UNet, schedule: VPSchedule, image_shape: tuple[int, int, int] | None,
+                 name: str = "diffusion") -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.schedule = schedule
+        self.image_shape = image_shape
+        self.name = name
+        sig = schedule.sigmas()
+        self.sigma_min = float(sig[0]) / 2
+        self.sigma_max = float(sig[-1]) / 2
+
+    def eps(self, x_m11: Tensor, sigma_m11: Tensor) -> Tensor:
+        """Network call: epsilon from ``x = x0 + sigma eps`` on the [-1, 1] scale. sigma: ``(B, 1, 1, 1)``."""
+        scale = 1.0 / torch.sqrt(1.0 + sigma_m11**2)
+        return self.net(x_m11 * scale, c_noise(sigma_m11.reshape(-1)))
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        check_image(x, "x", channels=self.net.config.in_channels)
+        s = 2.0 * as_sigma(sigma, x).clamp_min(1e-6)
+        xm = 2.0 * x - 1.0
+        x0 = xm - s * self.eps(xm, s)
+        return (x0 + 1.0) / 2.0
+
+    def score(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
+        s = as_sigma(sigma, x)
+        if bool((s <= 0).any()):
+            raise ValueError(f"the diffusion prior's score needs sigma > 0 (use sigma >= {self.sigma_min:.3g})")
+        return (self.denoise(x, s) - x) / s**2
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, name: str | None = None, device: str | torch.device = "cpu",
+                        weights: str = "model.safetensors") -> DiffusionPrior:
+        """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        net = UNet(UNetConfig.from_dict(cfg["unet"]))
+        net.load_state_dict(load_file(str(folder / weights), device=str(device)))
+        shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None
+        prior = cls(net, VPSchedule(**cfg["schedule"]), shape, name or cfg.get("name", "diffusion"))
+        return prior.to(device)
+
+    def config(self) -> dict:
+        return {"name": self.name, "unet": self.net.config.to_dict(), "schedule": self.schedule.to_dict(),
+                "image_shape": list(self.image_shape) if self.image_shape else None}
