@@ -79,11 +79,14 @@ def as_sigma(sigma: float | torch.Tensor, x: torch.Tensor, name: str = "sigma") 
     """Broadcast a noise level to ``(B, 1, 1, 1)`` on ``x``'s device and dtype.
 
     Args:
-        sigma: a float, a 0-d tensor, or a ``(B,)`` tensor of noise standard deviations on the [0, 1] scale.
+        sigma: a float, a 0-d tensor, a ``(B,)`` or ``(B, 1, 1, 1)`` tensor of noise standard deviations on the
+            [0, 1] scale.
         x: the batch the noise level belongs to, ``(B, ...)``.
         name: how the value is called in error messages.
     """
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.dim() == x.dim() and all(n == 1 for n in s.shape[1:]):  # already broadcast (B, 1, 1, 1)
+        s = s.reshape(-1)
     if s.dim() == 0:
         s = s.expand(x.shape[0])
     if s.dim() != 1 or s.shape[0] not in (1, x.shape[0]):

@@ -1,0 +1,74 @@
+"""Diffusion plugin basics: the UNet, the denoiser adaptation, and exact resume of the trainer (tiny models)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from invgen_plugins.diffusion.model import DiffusionPrior
+from invgen_plugins.diffusion.schedule import VPSchedule
+from invgen_plugins.diffusion.train import add_arguments, run
+from invgen_plugins.diffusion.unet import UNet, UNetConfig
+
+TINY = UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(),
+                  groups=4)
+
+
+def test_unet_shapes_and_zero_init_output():
+    net = UNet(TINY)
+    x = torch.randn(3, 1, 8, 8)
+    out = net(x, torch.tensor([50.0, 300.0, 900.0]))
+    assert out.shape == x.shape
+    assert torch.equal(out, torch.zeros_like(out)), "the output convolution starts at zero"
+
+
+def test_denoiser_adaptation_is_tweedie_of_the_epsilon_network():
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    for p in net.conv_out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    prior = DiffusionPrior(net, VPSchedule(), (1, 8, 8))
+    x = torch.rand(2, 1, 8, 8)
+    sigma = torch.tensor([0.1, 0.3])
+    s = 2 * sigma[:, None, None, None]
+    eps = net((2 * x - 1) / torch.sqrt(1 + s**2), 100 * (torch.log(s.reshape(-1)) + 5))
+    expected = ((2 * x - 1) - s * eps + 1) / 2
+    torch.testing.assert_close(prior.denoise(x, sigma), expected)
+    torch.testing.assert_close(prior.score(x, sigma), (expected - x) / sigma[:, None, None, None] ** 2)
+    with pytest.raises(ValueError, match="needs sigma > 0"):
+        prior.score(x, 0.0)
+    assert prior.sigma_min == pytest.approx(0.005, rel=1e-3) and prior.sigma_max > 50
+
+
+def _args(out, steps, folder):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([
+        "--dataset", f"folder:{folder}", "--image-size", "8", "--steps", str(steps), "--batch-size", "4",
+        "--base-channels", "8", "--channel-mults", "1,2", "--checkpoint-every", "2", "--out", str(out),
+        "--device", "cpu",
+    ])
+
+
+def test_trainer_resume_is_exact(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    run(_args(tmp_path / "straight", 4, folder))
+    run(_args(tmp_path / "resumed", 2, folder))
+    run(_args(tmp_path / "resumed", 4, folder))  # same command with more steps continues from the checkpoint
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    prior = DiffusionPrior.from_pretrained(tmp_path / "resumed")
+    assert prior.image_shape == (3, 8, 8)
+    assert prior.denoise(torch.rand(1, 3, 8, 8), 0.2).shape == (1, 3, 8, 8)
