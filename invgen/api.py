@@ -18,7 +18,17 @@ from invgen.solvers.base import Solver
 
 
 def operator(name: str, **kwargs: Any) -> Operator:
-    """Build a registered operator: ``operator("superres", scale=4, noise=noise("gaussian", std=0.05))``."""
+    """Build a registered operator: ``operator("superres", scale=4, noise=noise("gaussian", std=0.05))``.
+
+    ``noise`` may also be the dict a noise model's ``config()`` gives, so ``operator(**op.config())`` rebuilds
+    ``op``.
+    """
+    noise_cfg = kwargs.get("noise")
+    if isinstance(noise_cfg, dict):
+        from invgen.operators.noise import noise as make_noise
+
+        cfg = dict(noise_cfg)
+        kwargs["noise"] = make_noise(cfg.pop("name"), **cfg)
     return registry.get("operators", name).create(**kwargs)
 
 

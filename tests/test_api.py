@@ -55,7 +55,7 @@ def test_solver_lacking_capability_names_it_and_the_alternatives():
 
     op = _denoising()
     y = torch.zeros(1, 1, 4, 4)
-    with pytest.raises(MissingCapabilityError, match=r"'mala' needs the capability 'log_density'.*"
+    with pytest.raises(MissingCapabilityError, match=r"'mala' needs the capabilities 'score' and 'log_density'.*"
                                                     r"solvers that work with it: .*pinv.*tikhonov"):
         invgen.solve(y, op, DenoiserOnly(), solver="mala")
 
@@ -78,7 +78,7 @@ def test_solve_rejects_bad_observation_and_options():
     op = _denoising()
     with pytest.raises(RangeError, match="y: expected finite values"):
         invgen.solve(torch.full((1, 1, 4, 4), float("inf")), op, solver="pinv")
-    with pytest.raises(ShapeError, match=r"y: expected a \(B, C, H, W\) tensor"):
+    with pytest.raises(ShapeError, match=r"y: expected an observation of identity of a \(B, C, H, W\) image batch"):
         invgen.solve(torch.zeros(4, 4), op, solver="pinv")
     with pytest.raises(ValueError, match="n_samples: expected an integer >= 1, got 0"):
         invgen.solve(torch.zeros(1, 1, 4, 4), op, solver="pinv", n_samples=0)

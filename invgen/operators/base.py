@@ -92,6 +92,9 @@ class Operator(torch.nn.Module):
         """Validate an observation: finite, and consistent with the operator's output shape."""
         check_tensor(y, name)
         x_shape = self.input_shape(tuple(y.shape))
+        if len(x_shape) != 4:
+            raise ShapeError(f"{name}: expected an observation of {self.name} of a (B, C, H, W) image batch, got "
+                             f"shape {tuple(y.shape)}")
         expected = self.output_shape(x_shape)
         if tuple(y.shape) != tuple(expected):
             raise ShapeError(f"{name}: expected an observation of shape {expected} for {self.name}, got "

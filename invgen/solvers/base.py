@@ -78,7 +78,8 @@ def require(prior: Any, needs: tuple[str, ...], solver_name: str) -> None:
 
     usable = sorted(n for n, e in registry.entries("solvers").items() if set(e.meta.get("needs", ())) <= caps)
     raise MissingCapabilityError(
-        f"solver {solver_name!r} needs the capability {' and '.join(repr(m) for m in missing)}, which prior "
+        f"solver {solver_name!r} needs the {'capabilities' if len(missing) > 1 else 'capability'} "
+        f"{' and '.join(repr(m) for m in missing)}, which prior "
         f"{getattr(prior, 'name', type(prior).__name__)!r} lacks (it offers {sorted(caps) or 'none'}); "
         f"solvers that work with it: {', '.join(usable) or 'none'}"
     )
