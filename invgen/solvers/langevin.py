@@ -1,0 +1,282 @@
+"""Pixel-space Langevin samplers of the posterior: ULA and MALA.
+
+Both follow the posterior score ``grad log p(x | y) = score(x) + grad_x log p(y | x)``, with the prior's score
+(``prior.score(x, sigma)``) and the likelihood gradient of :func:`invgen.solvers.base.likelihood_grad` (closed form
+for linear Gaussian problems, autograd otherwise, so nonlinear operators and Poisson noise work too). ``N`` chains
+per observation item run batched as ``N * B`` items, one prior call per step for all of them; each chain returns its
+final state, so the N samples are independent given the start.
+
+* :func:`ula` (unadjusted Langevin) iterates ``x <- x + g grad log p(x | y) + sqrt(2 g) n``. It is biased by
+  ``O(g)`` (its stationary law is not the posterior), so its default step is small.
+* :func:`mala` proposes the same move and accepts it with the Metropolis-Hastings probability computed from
+  ``prior.log_prob`` and ``operator.log_likelihood``: exact in the limit (for an exact ``log_prob``). Each chain's
+  step adapts during burn-in (Robbins-Monro on ``log g`` towards acceptance 0.574, the optimal rate of Roberts &
+  Rosenthal 1998) and is then frozen, so the post-burn-in chain is a valid MCMC chain.
+
+Default step size: ``g = c * s^2 / ||A||^2``, the inverse curvature of the log-likelihood (``||A||^2 / s^2``,
+``||A||`` by power iteration on ``A^T A``, or on ``J^T J`` of a nonlinear operator at the start point) times
+``c = 0.05`` for ULA and ``c = 0.5`` as MALA's starting point. A prior stiffer than the likelihood (tiny prior
+variances) needs a smaller ``step_size`` for ULA; MALA adapts to it. For Poisson noise ``s^2`` is replaced by the
+effective variance ``mean(y) / rate``.
+
+Start (``init``), the same for every chain unless drawn from the prior:
+
+* ``"fill"`` (default): the solution of the data nearest mid-grey, ``0.5 + A^+ (y - A 0.5)``: ``A^+ y`` on the
+  row space of A and 0.5 on its null space (holes of an inpainting mask, unmeasured directions of sensing); a
+  constant 0.5 image for a nonlinear operator. Starting the null space at the centre of the image range instead of
+  at 0 matters: on a 16x16 box inpainting with the demo GMM, MALA's mean after 1500 steps is 0.004 RMSE from the
+  exact posterior mean from ``"fill"`` (the noise floor of 128 samples) and 0.029 from ``"pinv"``;
+* ``"pinv"``: ``A^+ y`` (linear operators);
+* ``"prior"``: ``decode`` of latent noise for a prior with the generator capability, else its ``sample`` method;
+* a tensor ``(B, C, H, W)`` or ``(N, B, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from invgen.checks import check_tensor
+from invgen.errors import RangeError, ShapeError
+from invgen.solvers.base import likelihood_grad, stack_batch, unstack_batch
+
+ULA_STEP_FRACTION = 0.05
+MALA_STEP_FRACTION = 0.5
+TARGET_ACCEPT = 0.574
+
+
+def _per_item_norm2(t: Tensor) -> Tensor:
+    return (t**2).reshape(t.shape[0], -1).sum(1)
+
+
+def _check_options(steps: int, step_size: float | None, sigma: float | None, who: str) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{who}: steps must be an integer >= 1, got {steps!r}")
+    if step_size is not None and not (math.isfinite(float(step_size)) and float(step_size) > 0):
+        raise RangeError(f"{who}: step_size must be finite and > 0, got {step_size}")
+    if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) >= 0):
+        raise RangeError(f"{who}: sigma must be finite and >= 0, got {sigma}")
+
+
+def _check_noise(operator: Any, who: str) -> None:
+    noise = operator.noise
+    if noise.name == "gaussian" and float(noise.std) <= 0:
+        raise RangeError(f"{who}: needs a likelihood, but the operator's Gaussian noise std is 0; build it with "
+                         "noise=invgen.noise('gaussian', std=...) > 0")
+
+
+def _effective_variance(operator: Any, y: Tensor) -> float:
+    noise = operator.noise
+    if noise.name == "gaussian":
+        return float(noise.std) ** 2
+    rate = getattr(noise, "rate", None)
+    if rate is not None:
+        return max(float(y.abs().mean()), 1e-2) / float(rate)
+    raise TypeError(f"no default step size for {noise.name!r} noise; pass step_size=...")
+
+
+def _operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
+    """``||A||^2`` (or ``||J||^2`` of a nonlinear operator at ``x``) by power iteration, with a 2% margin."""
+    gen = torch.Generator(device=x.device).manual_seed(1234)
+    v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    if operator.linear:
+        def jtj(u: Tensor) -> Tensor:
+            return operator.gram(u)
+    else:
+        def jtj(u: Tensor) -> Tensor:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                out = operator(xg)
+                w = torch.zeros_like(out, requires_grad=True)
+                (jt_w,) = torch.autograd.grad(out, xg, grad_outputs=w, create_graph=True)
+                (ju,) = torch.autograd.grad(jt_w, w, grad_outputs=u, retain_graph=True)  # J u, double backward
+                (jtju,) = torch.autograd.grad(out, xg, grad_outputs=ju)
+            return jtju.detach()
+    est = 0.0
+    for _ in range(iters):
+        v = v / _per_item_norm2(v).sqrt().clamp_min(1e-30).reshape(-1, *([1] * (v.dim() - 1)))
+        w = jtj(v)
+        est = float((w * v).reshape(v.shape[0], -1).sum(1).max())
+        v = w
+    return 1.02 * max(est, 1e-12)
+
+
+def default_step_size(operator: Any, y: Tensor, x: Tensor, fraction: float) -> float:
+    """``fraction * s^2 / ||A||^2``: a fraction of the inverse curvature of the log-likelihood (module docstring)."""
+    return fraction * _effective_variance(operator, y) / _operator_norm2(operator, x)
+
+
+def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: torch.Generator, who: str) -> Tensor:
+    """Initial states of the ``n * B`` chains, stacked as :func:`stack_batch` lays them out."""
+    x_shape = tuple(operator.input_shape(tuple(y.shape)))
+    if isinstance(init, Tensor):
+        check_tensor(init, "init")
+        init = init.to(dtype=y.dtype, device=y.device)
+        if tuple(init.shape) == x_shape:
+            return stack_batch(init, n)
+        if tuple(init.shape) == (n, *x_shape):
+            return init.reshape(n * x_shape[0], *x_shape[1:]).clone()
+        raise ShapeError(f"{who}: init tensor must be {x_shape} or {(n, *x_shape)}, got {tuple(init.shape)}")
+    if init == "fill":
+        mid = torch.full(x_shape, 0.5, dtype=y.dtype, device=y.device)
+        return stack_batch(mid + operator.pinv(y - operator(mid)) if operator.linear else mid, n)
+    if init == "pinv":
+        if not operator.linear:
+            raise TypeError(f"{who}: init='pinv' needs a linear operator; {operator.name!r} is nonlinear, pass "
+                            "init='prior' or an initial tensor")
+        return stack_batch(operator.pinv(y), n)
+    if init == "prior":
+        m = n * x_shape[0]
+        if "generator" in getattr(prior, "capabilities", ()):
+            z = torch.randn((m, *prior.latent_shape), generator=generator, dtype=y.dtype, device=y.device)
+            x = prior.decode(z)
+        elif callable(getattr(prior, "sample", None)):
+            x = prior.sample(m, generator=generator, dtype=y.dtype, device=y.device)
+        else:
+            raise TypeError(f"{who}: init='prior' needs a prior with the generator capability or a sample method")
+        if tuple(x.shape[1:]) != tuple(x_shape[1:]):
+            raise ShapeError(f"{who}: the prior draws images of shape {tuple(x.shape[1:])}, the operator needs "
+                             f"{tuple(x_shape[1:])}")
+        return x.to(dtype=y.dtype, device=y.device)
+    raise ValueError(f"{who}: init must be 'fill', 'pinv', 'prior' or a tensor, got {init!r}")
+
+
+def ula(
+    prior: Any,
+    operator: Any,
+    y: Tensor,
+    *,
+    n_samples: int,
+    generator: torch.Generator,
+    steps: int = 1000,
+    step_size: float | None = None,
+    sigma: float | None = None,
+    init: str | Tensor = "fill",
+) -> tuple[Tensor, dict[str, Any]]:
+    """Unadjusted Langevin algorithm on the posterior: ``x <- x + g grad log p(x | y) + sqrt(2 g) n``.
+
+    Args:
+        prior: a prior with the ``score`` capability.
+        operator: any invgen operator (linear or not) with a noise model that has a likelihood.
+        y: observations.
+        n_samples: N chains per observation item (the final state of each is one sample).
+        generator: the random generator (noise, and the start for ``init="prior"``).
+        steps: number of Langevin steps (one batched score call each).
+        step_size: ``g``; default ``0.05 * s^2 / ||A||^2`` (module docstring).
+        sigma: noise level of the prior score; default the prior's ``sigma_min`` (0 for exact priors).
+        init: ``"fill"``, ``"pinv"``, ``"prior"`` or a tensor (module docstring).
+
+    Returns:
+        ``(N, B, C, H, W)`` samples and extras ``{"step_size": g}``.
+
+    Shape:
+        y: ``(B, ...)`` as the operator produces it.
+    """
+    _check_options(steps, step_size, sigma, "ula")
+    check_tensor(y, "y")
+    _check_noise(operator, "ula")
+    sig = float(getattr(prior, "sigma_min", 0.0) if sigma is None else sigma)
+    x = _start(prior, operator, y, init, n_samples, generator, "ula")
+    b = y.shape[0]
+    g = float(step_size) if step_size is not None else default_step_size(operator, y, x[:b], ULA_STEP_FRACTION)
+    ys = stack_batch(y, n_samples)
+    noise_scale = math.sqrt(2 * g)
+    for _ in range(steps):
+        _, grad_lik = likelihood_grad(operator, ys, x)
+        drift = prior.score(x, sig) + grad_lik
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x + g * drift + noise_scale * noise
+    return unstack_batch(x, n_samples), {"step_size": g}
+
+
+def mala(
+    prior: Any,
+    operator: Any,
+    y: Tensor,
+    *,
+    n_samples: int,
+    generator: torch.Generator,
+    steps: int = 1000,
+    burn_in: int | None = None,
+    step_size: float | None = None,
+    sigma: float | None = None,
+    init: str | Tensor = "fill",
+    target_accept: float = TARGET_ACCEPT,
+) -> tuple[Tensor, dict[str, Any]]:
+    """Metropolis-adjusted Langevin algorithm on the posterior, with a per-chain step adapted during burn-in.
+
+    Each step proposes ``x' = x + g grad log p(x | y) + sqrt(2 g) n`` and accepts it with probability
+    ``min(1, p(x' | y) q(x | x') / (p(x | y) q(x' | x)))``, ``log p(x | y) = prior.log_prob(x) +
+    operator.log_likelihood(y, x) + const``. During the first ``burn_in`` steps each chain's ``log g`` moves by
+    ``(t + 1)^-0.6 * (alpha - target_accept)`` (alpha the acceptance probability); it is fixed afterwards.
+    NFE: two prior calls per step (``score`` and ``log_prob``, each batched over all chains) plus two at the start.
+
+    Args:
+        prior: a prior with the ``score`` and ``log_density`` capabilities (an exact ``log_prob`` makes MALA exact;
+            an unnormalised one is fine, a bound is not).
+        operator: any invgen operator with a noise model that has a likelihood.
+        y: observations.
+        n_samples: N chains per observation item (the final state of each is one sample).
+        generator: the random generator.
+        steps: total number of MALA steps, burn-in included.
+        burn_in: adaptation steps (default ``steps // 2``); ``0 <= burn_in < steps``.
+        step_size: the initial ``g``; default ``0.5 * s^2 / ||A||^2`` (module docstring).
+        sigma: noise level of the prior score used in the proposal's drift (default the prior's ``sigma_min``);
+            the accept step always uses the exact ``log_prob``, so any drift keeps MALA exact.
+        init: ``"fill"``, ``"pinv"``, ``"prior"`` or a tensor (module docstring).
+        target_accept: acceptance rate the adaptation aims at, in (0, 1).
+
+    Returns:
+        ``(N, B, C, H, W)`` samples and extras ``{"acceptance_rate": float (post-burn-in, all chains),
+        "step_size": float (mean final step)}``.
+
+    Shape:
+        y: ``(B, ...)`` as the operator produces it.
+    """
+    _check_options(steps, step_size, sigma, "mala")
+    burn_in = steps // 2 if burn_in is None else burn_in
+    if not isinstance(burn_in, int) or not 0 <= burn_in < steps:
+        raise ValueError(f"mala: burn_in must be an integer with 0 <= burn_in < steps = {steps}, got {burn_in!r}")
+    if not 0 < float(target_accept) < 1:
+        raise RangeError(f"mala: target_accept must lie in (0, 1), got {target_accept}")
+    check_tensor(y, "y")
+    _check_noise(operator, "mala")
+    sig = float(getattr(prior, "sigma_min", 0.0) if sigma is None else sigma)
+    x = _start(prior, operator, y, init, n_samples, generator, "mala")
+    b = y.shape[0]
+    g0 = float(step_size) if step_size is not None else default_step_size(operator, y, x[:b], MALA_STEP_FRACTION)
+    ys = stack_batch(y, n_samples)
+    m = x.shape[0]
+    view = (m, *([1] * (x.dim() - 1)))
+
+    def evaluate(v: Tensor) -> tuple[Tensor, Tensor]:
+        ll, grad_lik = likelihood_grad(operator, ys, v)
+        return prior.log_prob(v) + ll, prior.score(v, sig) + grad_lik
+
+    log_post, drift = evaluate(x)
+    log_g = torch.full((m,), math.log(g0), dtype=x.dtype, device=x.device)
+    accepted = torch.zeros(m, dtype=x.dtype, device=x.device)
+    for t in range(steps):
+        g = log_g.exp().reshape(view)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        prop = x + g * drift + torch.sqrt(2 * g) * noise
+        log_post_p, drift_p = evaluate(prop)
+        log_fwd = -0.5 * _per_item_norm2(noise)  # log q(x' | x) up to the shared constant
+        log_bwd = -_per_item_norm2(x - prop - g * drift_p) / (4 * g.reshape(m))
+        log_alpha = log_post_p - log_post + log_bwd - log_fwd
+        log_alpha = torch.where(torch.isfinite(log_alpha), log_alpha, torch.full_like(log_alpha, -math.inf))
+        u = torch.rand(m, generator=generator, dtype=x.dtype, device=x.device)
+        accept = torch.log(u) < log_alpha
+        x = torch.where(accept.reshape(view), prop, x)
+        log_post = torch.where(accept, log_post_p, log_post)
+        drift = torch.where(accept.reshape(view), drift_p, drift)
+        if t < burn_in:
+            alpha = log_alpha.clamp(max=0.0).exp()
+            log_g = log_g + (t + 1) ** -0.6 * (alpha - target_accept)
+        else:
+            accepted += accept.to(x.dtype)
+    rate = float(accepted.mean()) / (steps - burn_in)
+    return unstack_batch(x, n_samples), {"acceptance_rate": rate, "step_size": float(log_g.exp().mean())}
