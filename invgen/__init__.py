@@ -42,7 +42,29 @@ _LAZY = {
     "errors": "invgen.errors",
 }
 
-__all__ = ["__version__", "hookimpl", "plugin_manager", *_LAZY]
+__all__ = [
+    "LinearOperator",
+    "Operator",
+    "Posterior",
+    "Prior",
+    "Solver",
+    "__version__",
+    "compatible_solvers",
+    "errors",
+    "hookimpl",
+    "list_operators",
+    "list_priors",
+    "list_solvers",
+    "make_sketch",
+    "metrics",
+    "noise",
+    "operator",
+    "plugin_manager",
+    "prior",
+    "solve",
+    "solver",
+]
+assert set(__all__) == {"__version__", "hookimpl", "plugin_manager", *_LAZY}
 
 
 def __getattr__(name: str) -> Any:

@@ -190,14 +190,17 @@ def solve(
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     t0 = time.perf_counter()
-    samples, extras = solver(counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples,
-                             generator=generator)
+    samples, extras = solver(
+        counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples, generator=generator
+    )
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     seconds = time.perf_counter() - t0
     if samples.dim() != 5 or samples.shape[0] != n_samples or samples.shape[1] != y.shape[0]:
-        raise ShapeError(f"solver {solver.name!r} returned shape {tuple(samples.shape)}, expected "
-                         f"({n_samples}, {y.shape[0]}, C, H, W)")
+        raise ShapeError(
+            f"solver {solver.name!r} returned shape {tuple(samples.shape)}, expected "
+            f"({n_samples}, {y.shape[0]}, C, H, W)"
+        )
     return Posterior(samples.detach(), counted.nfe if counted is not None else 0, seconds, solver.config(), extras)
 
 

@@ -40,39 +40,77 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("tikhonov", "invgen.solvers.tikhonov:tikhonov", (), "Tikhonov / Wiener: quadratic MAP towards a constant"),
     ("tv", "invgen.solvers.tv:tv", (), "total-variation MAP by primal-dual (Chambolle-Pock) in [0, 1]"),
     ("ula", "invgen.solvers.langevin:ula", ("score",), "unadjusted Langevin on the posterior (pixel space)"),
-    ("mala", "invgen.solvers.langevin:mala", ("score", "log_density"),
-     "Metropolis-adjusted Langevin: exact in the limit, adaptive step"),
+    (
+        "mala",
+        "invgen.solvers.langevin:mala",
+        ("score", "log_density"),
+        "Metropolis-adjusted Langevin: exact in the limit, adaptive step",
+    ),
 ]
 
 # name, class, linear, examples [(kwargs, input shape)], description
 OPERATORS: list[tuple[str, str, bool, list[tuple[dict[str, Any], tuple[int, ...]]], str]] = [
     ("identity", "invgen.operators.identity:Identity", True, [({}, (2, 3, 8, 8))], "denoising: A = I"),
-    ("inpaint", "invgen.operators.inpaint:Inpaint", True, [
-        ({"mask": "box"}, (2, 1, 16, 16)),
-        ({"mask": "box", "position": "random", "seed": 3}, (2, 3, 16, 16)),
-        ({"mask": "random", "ratio": 0.7, "seed": 1}, (2, 3, 12, 12)),
-        ({"mask": "freeform", "seed": 2}, (2, 1, 32, 32)),
-        ({"mask": "half"}, (2, 1, 8, 8)),
-    ], "inpainting: A = mask * x (box, random, freeform, half, user mask)"),
-    ("superres", "invgen.operators.superres:SuperResolution", True, [
-        ({"scale": 2}, (2, 1, 16, 16)),
-        ({"scale": 4, "kernel": "block"}, (2, 3, 16, 16)),
-        ({"scale": 2, "kernel": "bicubic"}, (2, 1, 16, 12)),
-        ({"scale": 4, "kernel": "bicubic"}, (1, 3, 32, 32)),
-        ({"scale": 8, "kernel": "block"}, (1, 1, 32, 32)),
-    ], "super-resolution: block-average (exact SVD) or antialiased bicubic downsampling"),
-    ("blur", "invgen.operators.blur:Blur", True, [
-        ({"kernel": "gaussian", "sigma": 1.0}, (2, 1, 16, 16)),
-        ({"kernel": "motion", "size": 7, "seed": 0}, (1, 3, 16, 16)),
-    ], "circular deblurring: Gaussian, seeded motion, any kernel or kernel file"),
-    ("colorize", "invgen.operators.color:Colorize", True, [({}, (2, 3, 8, 8))],
-     "colorization: A = ITU-R 601 luma of RGB"),
-    ("sensing", "invgen.operators.sensing:Sensing", True, [
-        ({"m": 20, "seed": 0}, (2, 1, 6, 6)),
-        ({"m": 40, "seed": 1, "shape": (3, 4, 4)}, (2, 3, 4, 4)),
-    ], "compressed sensing: y = G x / sqrt(m) with a seeded Gaussian G (m x d)"),
-    ("sketch", "invgen.operators.sketch:Sketch", False, [({}, (2, 1, 16, 16))],
-     "sketch-to-image: differentiable soft edge map (Sobel magnitude, normalised, soft threshold)"),
+    (
+        "inpaint",
+        "invgen.operators.inpaint:Inpaint",
+        True,
+        [
+            ({"mask": "box"}, (2, 1, 16, 16)),
+            ({"mask": "box", "position": "random", "seed": 3}, (2, 3, 16, 16)),
+            ({"mask": "random", "ratio": 0.7, "seed": 1}, (2, 3, 12, 12)),
+            ({"mask": "freeform", "seed": 2}, (2, 1, 32, 32)),
+            ({"mask": "half"}, (2, 1, 8, 8)),
+        ],
+        "inpainting: A = mask * x (box, random, freeform, half, user mask)",
+    ),
+    (
+        "superres",
+        "invgen.operators.superres:SuperResolution",
+        True,
+        [
+            ({"scale": 2}, (2, 1, 16, 16)),
+            ({"scale": 4, "kernel": "block"}, (2, 3, 16, 16)),
+            ({"scale": 2, "kernel": "bicubic"}, (2, 1, 16, 12)),
+            ({"scale": 4, "kernel": "bicubic"}, (1, 3, 32, 32)),
+            ({"scale": 8, "kernel": "block"}, (1, 1, 32, 32)),
+        ],
+        "super-resolution: block-average (exact SVD) or antialiased bicubic downsampling",
+    ),
+    (
+        "blur",
+        "invgen.operators.blur:Blur",
+        True,
+        [
+            ({"kernel": "gaussian", "sigma": 1.0}, (2, 1, 16, 16)),
+            ({"kernel": "motion", "size": 7, "seed": 0}, (1, 3, 16, 16)),
+        ],
+        "circular deblurring: Gaussian, seeded motion, any kernel or kernel file",
+    ),
+    (
+        "colorize",
+        "invgen.operators.color:Colorize",
+        True,
+        [({}, (2, 3, 8, 8))],
+        "colorization: A = ITU-R 601 luma of RGB",
+    ),
+    (
+        "sensing",
+        "invgen.operators.sensing:Sensing",
+        True,
+        [
+            ({"m": 20, "seed": 0}, (2, 1, 6, 6)),
+            ({"m": 40, "seed": 1, "shape": (3, 4, 4)}, (2, 3, 4, 4)),
+        ],
+        "compressed sensing: y = G x / sqrt(m) with a seeded Gaussian G (m x d)",
+    ),
+    (
+        "sketch",
+        "invgen.operators.sketch:Sketch",
+        False,
+        [({}, (2, 1, 16, 16))],
+        "sketch-to-image: differentiable soft edge map (Sobel magnitude, normalised, soft threshold)",
+    ),
 ]
 
 METRICS: list[tuple[str, str, bool, str]] = [

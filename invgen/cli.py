@@ -50,13 +50,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             for n, e in sorted(priors.items())
         },
         "solvers": {
-            n: {"needs": list(e.meta.get("needs", ())), "distribution": e.distribution, "plugin": e.plugin,
-                "description": e.meta.get("description", "")}
+            n: {
+                "needs": list(e.meta.get("needs", ())),
+                "distribution": e.distribution,
+                "plugin": e.plugin,
+                "description": e.meta.get("description", ""),
+            }
             for n, e in sorted(solvers.items())
         },
         "operators": {
-            n: {"linear": bool(e.meta.get("linear", False)), "distribution": e.distribution, "plugin": e.plugin,
-                "description": e.meta.get("description", "")}
+            n: {
+                "linear": bool(e.meta.get("linear", False)),
+                "distribution": e.distribution,
+                "plugin": e.plugin,
+                "description": e.meta.get("description", ""),
+            }
             for n, e in sorted(operators.items())
         },
         "metrics": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(metrics.items())},
@@ -135,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer steps (for smoke tests)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a prior: invgen train NAME --help lists the trainer's options",
-                       add_help=False)
+    p = sub.add_parser(
+        "train", help="train a prior: invgen train NAME --help lists the trainer's options", add_help=False
+    )
     p.add_argument("trainer", help="a registered trainer (see invgen plugins)")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options of the trainer")
     p.set_defaults(func=cmd_train)

@@ -40,8 +40,9 @@ def _gallery(path: Path, rows: list[tuple[str, list[tuple[str, torch.Tensor]]]])
                 title, img = panels[j]
                 ax.imshow(img.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1 if "std" not in title else None)
                 ax.set_title(title, fontsize=7)
-        axes[i, 0].text(-0.15, 0.5, label, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right",
-                        fontsize=8)
+        axes[i, 0].text(
+            -0.15, 0.5, label, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -75,30 +76,43 @@ def run(out: str = "invgen-demo", seed: int = 0, quick: bool = False) -> int:
         exact_samples = exact.sample(n, generator=gen)
         rmse_mean = float((post.mean - exact.mean).pow(2).mean().sqrt())
         std_ratio = float(post.std.mean() / exact_samples.std(0).mean())
-        table.append({
-            "task": task,
-            "psnr_exact_mean": float(psnr(exact.mean.clamp(0, 1), x).mean()),
-            "psnr_mala_mean": float(psnr(post.mean.clamp(0, 1), x).mean()),
-            "rmse_mala_vs_exact_mean": rmse_mean,
-            "std_ratio_mala_over_exact": std_ratio,
-            "acceptance_rate": float(post.extras.get("acceptance_rate", float("nan"))),
-            "nfe": post.nfe,
-            "seconds": round(time.perf_counter() - t0, 2),
-        })
+        table.append(
+            {
+                "task": task,
+                "psnr_exact_mean": float(psnr(exact.mean.clamp(0, 1), x).mean()),
+                "psnr_mala_mean": float(psnr(post.mean.clamp(0, 1), x).mean()),
+                "rmse_mala_vs_exact_mean": rmse_mean,
+                "std_ratio_mala_over_exact": std_ratio,
+                "acceptance_rate": float(post.extras.get("acceptance_rate", float("nan"))),
+                "nfe": post.nfe,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
         y_img = op.pinv(y).clamp(0, 1)
         for b in range(x.shape[0]):
-            rows.append((f"{task} #{b}", [
-                ("truth", x[b]), ("A+ y", y_img[b]), ("exact mean", exact.mean[b].clamp(0, 1)),
-                ("MALA mean", post.mean[b].clamp(0, 1)), ("MALA sample", post.samples[0, b].clamp(0, 1)),
-                ("exact std", exact_samples.std(0)[b]), ("MALA std", post.std[b]),
-            ]))
+            rows.append(
+                (
+                    f"{task} #{b}",
+                    [
+                        ("truth", x[b]),
+                        ("A+ y", y_img[b]),
+                        ("exact mean", exact.mean[b].clamp(0, 1)),
+                        ("MALA mean", post.mean[b].clamp(0, 1)),
+                        ("MALA sample", post.samples[0, b].clamp(0, 1)),
+                        ("exact std", exact_samples.std(0)[b]),
+                        ("MALA std", post.std[b]),
+                    ],
+                )
+            )
     _gallery(out_dir / "gallery.png", rows)
     header = "| task | PSNR exact mean | PSNR MALA mean | RMSE(MALA mean, exact mean) | std ratio | accept | NFE | s |"
     lines = [header, "|" + "---|" * 8]
     for r in table:
-        lines.append(f"| {r['task']} | {r['psnr_exact_mean']:.2f} | {r['psnr_mala_mean']:.2f} | "
-                     f"{r['rmse_mala_vs_exact_mean']:.4f} | {r['std_ratio_mala_over_exact']:.3f} | "
-                     f"{r['acceptance_rate']:.2f} | {r['nfe']} | {r['seconds']} |")
+        lines.append(
+            f"| {r['task']} | {r['psnr_exact_mean']:.2f} | {r['psnr_mala_mean']:.2f} | "
+            f"{r['rmse_mala_vs_exact_mean']:.4f} | {r['std_ratio_mala_over_exact']:.3f} | "
+            f"{r['acceptance_rate']:.2f} | {r['nfe']} | {r['seconds']} |"
+        )
     (out_dir / "metrics.md").write_text("\n".join(lines) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(table, indent=1))
     print("MALA on the analytic GMM prior against its exact posterior (16x16 images, noise std 0.05):")

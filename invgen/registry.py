@@ -215,8 +215,9 @@ def _registry(kind: str) -> dict[str, Entry]:
                 impl.function(register=register)
             except Exception as exc:
                 failures.append(
-                    PluginFailure(plugin_name, dist, f"register_{kind}", f"{type(exc).__name__}: {exc}",
-                                  traceback.format_exc())
+                    PluginFailure(
+                        plugin_name, dist, f"register_{kind}", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                    )
                 )
                 warnings.warn(
                     f"invgen: plugin {plugin_name!r} ({dist}) raised in register_{kind} and is skipped for {kind} "

@@ -11,8 +11,6 @@ import math
 
 import pytest
 import torch
-from invgen_plugins.analytic.gaussian import Gaussian, grid_covariance
-from invgen_plugins.analytic.gmm import GMM
 from oracle import mixture_responsibilities
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
@@ -20,6 +18,8 @@ import invgen
 from invgen import registry
 from invgen.errors import RangeError, ShapeError
 from invgen.operators.base import LinearOperator
+from invgen_plugins.analytic.gaussian import Gaussian, grid_covariance
+from invgen_plugins.analytic.gmm import GMM
 
 F64 = torch.float64
 
@@ -179,13 +179,17 @@ def test_gmm_capabilities_match_torch_distributions(sigma):
     (auto,) = torch.autograd.grad(mix.log_prob(xg).sum(), xg)
     torch.testing.assert_close(prior.score(x, sigma), auto.reshape(x.shape), rtol=1e-8, atol=1e-8)
     if sigma > 0:
-        torch.testing.assert_close(prior.denoise(x, sigma), x + sigma**2 * auto.reshape(x.shape), rtol=1e-8,
-                                   atol=1e-10)
-    torch.testing.assert_close(prior.log_prob(x), _mixture(prior, 0.0).log_prob(x.reshape(6, -1)), rtol=1e-10,
-                               atol=1e-9)
+        torch.testing.assert_close(prior.denoise(x, sigma), x + sigma**2 * auto.reshape(x.shape), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        prior.log_prob(x), _mixture(prior, 0.0).log_prob(x.reshape(6, -1)), rtol=1e-10, atol=1e-9
+    )
     covs = prior.covs + sigma**2 * torch.eye(9, dtype=F64)
-    torch.testing.assert_close(prior.responsibilities(x, sigma),
-                               mixture_responsibilities(x, prior.weights, prior.means, covs), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        prior.responsibilities(x, sigma),
+        mixture_responsibilities(x, prior.weights, prior.means, covs),
+        rtol=1e-8,
+        atol=1e-10,
+    )
 
 
 def test_gmm_log_space_weights_are_stable_far_from_every_component():
@@ -232,8 +236,10 @@ def _operators():
     g = torch.Generator().manual_seed(7)
     return {
         "dense": (Dense(torch.randn(5, 9, generator=g, dtype=F64) / 3, (1, 3, 3), noise=n), (1, 3, 3)),
-        "inpaint-per-item": (invgen.operator("inpaint", mask=(torch.rand(2, 1, 3, 3, generator=g) > 0.4).float(),
-                                             noise=n), (1, 3, 3)),
+        "inpaint-per-item": (
+            invgen.operator("inpaint", mask=(torch.rand(2, 1, 3, 3, generator=g) > 0.4).float(), noise=n),
+            (1, 3, 3),
+        ),
         "superres": (invgen.operator("superres", scale=2, noise=n), (1, 4, 4)),
         "colorize": (invgen.operator("colorize", noise=n), (3, 2, 2)),
         "sensing": (invgen.operator("sensing", m=6, seed=1, noise=n), (1, 3, 3)),
@@ -266,9 +272,15 @@ def test_exact_posteriors_match_the_precision_form(name):
         m_ref, c_ref = _precision_posterior(gauss.mean, gauss.cov, a, yb, std)
         torch.testing.assert_close(post_g.mean[b].reshape(-1), m_ref, rtol=1e-7, atol=1e-9)
         torch.testing.assert_close(post_g.cov[b], c_ref, rtol=1e-7, atol=1e-10)
-        log_ev = torch.stack([
-            MultivariateNormal(a @ gmm.means[k], covariance_matrix=a @ gmm.covs[k] @ a.T + std**2 * torch.eye(
-                a.shape[0], dtype=F64)).log_prob(yb) for k in range(3)])
+        log_ev = torch.stack(
+            [
+                MultivariateNormal(
+                    a @ gmm.means[k],
+                    covariance_matrix=a @ gmm.covs[k] @ a.T + std**2 * torch.eye(a.shape[0], dtype=F64),
+                ).log_prob(yb)
+                for k in range(3)
+            ]
+        )
         w_ref = torch.softmax(torch.log(gmm.weights) + log_ev, 0)
         torch.testing.assert_close(post_m.weights[b], w_ref, rtol=1e-8, atol=1e-12)
         mix_mean = torch.zeros(gmm.d, dtype=F64)
@@ -292,8 +304,9 @@ def test_posterior_samples_match_mean_and_covariance():
             flat = s[:, b].reshape(n, -1)
             se = (torch.diagonal(post.cov[b]) / n).sqrt()
             assert bool(((flat.mean(0) - post.mean[b].reshape(-1)).abs() < 5 * se).all())
-            torch.testing.assert_close(torch.cov(flat.T), post.cov[b], atol=0.04 * float(post.cov[b].abs().max()),
-                                       rtol=0)
+            torch.testing.assert_close(
+                torch.cov(flat.T), post.cov[b], atol=0.04 * float(post.cov[b].abs().max()), rtol=0
+            )
     # the posterior's component frequencies follow its weights
     post = gmm.exact_posterior(op, y)
     s = post.sample(20000, generator=torch.Generator().manual_seed(2))
@@ -317,8 +330,9 @@ def test_noiseless_posterior_and_problem_errors():
     with pytest.raises(TypeError, match="needs Gaussian observation noise, got 'poisson'"):
         _gmm((1, 4, 4)).exact_posterior(poisson, torch.zeros(1, 1, 4, 4))
     with pytest.raises(ShapeError, match=r"differs from the prior's image shape \(1, 4, 4\)"):
-        gauss.exact_posterior(invgen.operator("identity", noise=invgen.noise("gaussian", std=0.1)),
-                              torch.zeros(1, 1, 3, 3))
+        gauss.exact_posterior(
+            invgen.operator("identity", noise=invgen.noise("gaussian", std=0.1)), torch.zeros(1, 1, 3, 3)
+        )
 
 
 def test_posterior_follows_float32_observations():
@@ -332,8 +346,10 @@ def test_posterior_follows_float32_observations():
 # -- the plugin ---------------------------------------------------------------------------------------------------
 def test_plugin_registers_through_its_entry_point():
     assert {"gaussian", "gmm"} <= set(invgen.list_priors())
-    for name, caps in (("gaussian", {"denoiser", "score", "log_density", "generator"}),
-                       ("gmm", {"denoiser", "score", "log_density"})):
+    for name, caps in (
+        ("gaussian", {"denoiser", "score", "log_density", "generator"}),
+        ("gmm", {"denoiser", "score", "log_density"}),
+    ):
         entry = registry.get("priors", name)
         assert entry.distribution == "invgen" and entry.plugin == "analytic"
         assert set(entry.meta["capabilities"]) == caps and entry.meta["description"]

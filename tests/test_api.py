@@ -55,8 +55,11 @@ def test_solver_lacking_capability_names_it_and_the_alternatives():
 
     op = _denoising()
     y = torch.zeros(1, 1, 4, 4)
-    with pytest.raises(MissingCapabilityError, match=r"'mala' needs the capabilities 'score' and 'log_density'.*"
-                                                    r"solvers that work with it: .*pinv.*tikhonov"):
+    with pytest.raises(
+        MissingCapabilityError,
+        match=r"'mala' needs the capabilities 'score' and 'log_density'.*"
+        r"solvers that work with it: .*pinv.*tikhonov",
+    ):
         invgen.solve(y, op, DenoiserOnly(), solver="mala")
 
 
@@ -114,18 +117,28 @@ def test_import_is_light():
 
 
 def test_cli_version_and_plugins():
-    out = subprocess.run([sys.executable, "-m", "invgen.cli", "--version"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-m", "invgen.cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"invgen {invgen.__version__}"
     out = subprocess.run([sys.executable, "-m", "invgen.cli", "plugins"], capture_output=True, text=True, check=True)
     text = out.stdout
-    for needle in ("Priors", "gmm", "capabilities: denoiser, score, log_density", "Solvers", "mala",
-                   "needs: score, log_density", "Operators", "superres", "linear", "from invgen"):
+    for needle in (
+        "Priors",
+        "gmm",
+        "capabilities: denoiser, score, log_density",
+        "Solvers",
+        "mala",
+        "needs: score, log_density",
+        "Operators",
+        "superres",
+        "linear",
+        "from invgen",
+    ):
         assert needle in text, needle
     import json
 
-    out = subprocess.run([sys.executable, "-m", "invgen.cli", "plugins", "--json"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "invgen.cli", "plugins", "--json"], capture_output=True, text=True, check=True
+    )
     report = json.loads(out.stdout)
     assert "mala" in report["priors"]["gmm"]["solvers"]
     assert report["priors"]["gmm"]["distribution"] == "invgen"

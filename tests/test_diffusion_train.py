@@ -15,8 +15,7 @@ from invgen_plugins.diffusion.schedule import VPSchedule
 from invgen_plugins.diffusion.train import add_arguments, run
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
-TINY = UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(),
-                  groups=4)
+TINY = UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(), groups=4)
 
 
 def test_unet_shapes_and_zero_init_output():
@@ -48,11 +47,28 @@ def test_denoiser_adaptation_is_tweedie_of_the_epsilon_network():
 def _args(out, steps, folder):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return parser.parse_args([
-        "--dataset", f"folder:{folder}", "--image-size", "8", "--steps", str(steps), "--batch-size", "4",
-        "--base-channels", "8", "--channel-mults", "1,2", "--checkpoint-every", "2", "--out", str(out),
-        "--device", "cpu",
-    ])
+    return parser.parse_args(
+        [
+            "--dataset",
+            f"folder:{folder}",
+            "--image-size",
+            "8",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--base-channels",
+            "8",
+            "--channel-mults",
+            "1,2",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
 
 
 def test_trainer_resume_is_exact(tmp_path):

@@ -78,8 +78,12 @@ def test_in_memory_plugin_registers_lazily_and_is_seen_at_once(fresh_registry):
 
 @pytest.mark.parametrize(
     ("builder", "name", "expected"),
-    [(invgen.operator, "inpant", "'inpaint'"), (invgen.operator, "superess", "'superres'"),
-     (invgen.solver, "malla", "'mala'"), (invgen.prior, "gmn", "'gmm'")],
+    [
+        (invgen.operator, "inpant", "'inpaint'"),
+        (invgen.operator, "superess", "'superres'"),
+        (invgen.solver, "malla", "'mala'"),
+        (invgen.prior, "gmn", "'gmm'"),
+    ],
 )
 def test_unknown_name_lists_close_matches(builder, name, expected):
     with pytest.raises(UnknownNameError, match=f"did you mean {expected}"):
@@ -143,8 +147,9 @@ def test_plugin_that_raises_at_import_is_reported_by_name_and_skipped(tmp_path, 
 def test_cli_plugins_reports_broken_plugin(tmp_path):
     site = _fake_distribution(tmp_path, "raise ImportError('missing dependency xyz')\n")
     env = {**os.environ, "PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-m", "invgen.cli", "plugins"], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "invgen.cli", "plugins"], capture_output=True, text=True, env=env, check=True
+    )
     assert "Plugins that failed and were skipped" in out.stdout
     assert "broken-plugin (broken_plugin) at import: ImportError: missing dependency xyz" in out.stdout
     assert "gmm" in out.stdout

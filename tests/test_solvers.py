@@ -27,9 +27,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from invgen_plugins.analytic.gaussian import Gaussian, grid_covariance
-from invgen_plugins.analytic.gmm import GMM
-from invgen_plugins.analytic.posterior import GMMPosterior
 from oracle import directions, noise_floor, sliced_wasserstein, weight_error
 from skimage.restoration import denoise_tv_chambolle
 
@@ -40,6 +37,9 @@ from invgen.solvers.langevin import mala, ula
 from invgen.solvers.pinv import pinv
 from invgen.solvers.tikhonov import tikhonov
 from invgen.solvers.tv import grad, grad_adjoint, objective, tv, tv_norm
+from invgen_plugins.analytic.gaussian import Gaussian, grid_covariance
+from invgen_plugins.analytic.gmm import GMM
+from invgen_plugins.analytic.posterior import GMMPosterior
 
 F64 = torch.float64
 N = 1000  # chains = samples per problem
@@ -81,8 +81,13 @@ def _noise(std: float):
 def overlapping_mixture(shape: tuple[int, int, int]) -> GMM:
     """Three overlapping components on a tiny image: different length scales, means apart along a smooth ramp."""
     d = math.prod(shape)
-    covs = torch.stack([grid_covariance(shape, 1.0, 0.12, 0.05), grid_covariance(shape, 2.0, 0.10, 0.07, 0.5),
-                        grid_covariance(shape, 0.5, 0.08, 0.06, 0.0)])
+    covs = torch.stack(
+        [
+            grid_covariance(shape, 1.0, 0.12, 0.05),
+            grid_covariance(shape, 2.0, 0.10, 0.07, 0.5),
+            grid_covariance(shape, 0.5, 0.08, 0.06, 0.0),
+        ]
+    )
     ramp = torch.linspace(-1, 1, d, dtype=F64)
     means = torch.stack([0.5 + 0.12 * ramp, 0.5 - 0.10 * ramp, 0.5 + 0.08 * torch.cos(3 * ramp)])
     return GMM(torch.tensor([0.5, 0.3, 0.2]), means.reshape(3, *shape), covs)
@@ -90,8 +95,11 @@ def overlapping_mixture(shape: tuple[int, int, int]) -> GMM:
 
 CASES = {
     "identity": ((1, 4, 4), lambda s: invgen.operator("identity", noise=_noise(s)), 0.1),
-    "inpaint": ((1, 4, 4), lambda s: invgen.operator("inpaint", mask="random", ratio=0.5, seed=0, noise=_noise(s)),
-                0.05),
+    "inpaint": (
+        (1, 4, 4),
+        lambda s: invgen.operator("inpaint", mask="random", ratio=0.5, seed=0, noise=_noise(s)),
+        0.05,
+    ),
     "superres": ((1, 4, 4), lambda s: invgen.operator("superres", scale=2, kernel="block", noise=_noise(s)), 0.05),
     "colorize": ((3, 2, 2), lambda s: invgen.operator("colorize", noise=_noise(s)), 0.05),
     "sensing": ((1, 4, 4), lambda s: invgen.operator("sensing", m=8, seed=0, noise=_noise(s)), 0.05),
@@ -144,17 +152,20 @@ def test_mala_matches_the_exact_posterior_and_ula_bias_is_bounded(name, capsys):
     assert samples.shape == (N, 1, *pb.prior.image_shape)
     sw, we = pb.stats(samples[:, 0])
     ula_fill = ula(pb.prior, pb.op, pb.y, n_samples=N, generator=_gen(1), steps=STEPS)[0][:, 0]
-    ula_exact = ula(pb.prior, pb.op, pb.y, n_samples=N, generator=_gen(1), steps=STEPS,
-                    init=pb.post.sample(N, _gen(7)))[0][:, 0]
+    ula_exact = ula(
+        pb.prior, pb.op, pb.y, n_samples=N, generator=_gen(1), steps=STEPS, init=pb.post.sample(N, _gen(7))
+    )[0][:, 0]
     sw_ula, we_ula = pb.stats(ula_fill)
     sw_ula_x, _ = pb.stats(ula_exact)
     floor_sw, floor_we = float(pb.sw_floor.max()), float(pb.we_floor.max())
     with capsys.disabled():
-        print(f"\n[exactness] {name:>9} | w_post {[round(w, 3) for w in pb.post.weights[0].tolist()]} | SW floor "
-              f"med/max {float(pb.sw_floor.median()):.4f}/{floor_sw:.4f} | MALA SW {sw:.4f} (x{sw / floor_sw:.2f}) "
-              f"weight err {we:.4f} (floor max {floor_we:.4f}) accept {extras['acceptance_rate']:.3f} | ULA SW "
-              f"{sw_ula:.4f} (x{sw_ula / floor_sw:.2f}), from exact {sw_ula_x:.4f} (x{sw_ula_x / floor_sw:.2f}), "
-              f"weight err {we_ula:.4f}")
+        print(
+            f"\n[exactness] {name:>9} | w_post {[round(w, 3) for w in pb.post.weights[0].tolist()]} | SW floor "
+            f"med/max {float(pb.sw_floor.median()):.4f}/{floor_sw:.4f} | MALA SW {sw:.4f} (x{sw / floor_sw:.2f}) "
+            f"weight err {we:.4f} (floor max {floor_we:.4f}) accept {extras['acceptance_rate']:.3f} | ULA SW "
+            f"{sw_ula:.4f} (x{sw_ula / floor_sw:.2f}), from exact {sw_ula_x:.4f} (x{sw_ula_x / floor_sw:.2f}), "
+            f"weight err {we_ula:.4f}"
+        )
     assert sw <= FLOOR_FACTOR * floor_sw, f"MALA sliced W2 {sw:.4g} above the noise floor {floor_sw:.4g}"
     assert we <= FLOOR_FACTOR * floor_we, f"MALA weight error {we:.4g} above the noise floor {floor_we:.4g}"
     assert 0.45 <= extras["acceptance_rate"] <= 0.70
@@ -182,14 +193,24 @@ def test_negative_controls_are_flagged(capsys):
     s_shift = mala(shifted, pb.op, pb.y, n_samples=N, generator=_gen(1), steps=STEPS)[0][:, 0]
     # 3. exact component posteriors mixed with uniform weights
     p = pb.post
-    uniform = GMMPosterior(p.mean, p.cov, p.weights, p.component_means, p.component_covs,
-                           torch.full_like(p._w64, 1 / 3), p._means64, p._covs64)
+    uniform = GMMPosterior(
+        p.mean,
+        p.cov,
+        p.weights,
+        p.component_means,
+        p.component_covs,
+        torch.full_like(p._w64, 1 / 3),
+        p._means64,
+        p._covs64,
+    )
     s_uniform = uniform.sample(N, _gen(3))[:, 0]
     stats = {k: pb.stats(v) for k, v in (("std x2", s_std), ("mean +0.05", s_shift), ("uniform w", s_uniform))}
     with capsys.disabled():
         for k, (sw, we) in stats.items():
-            print(f"\n[negative control] {k:>10}: SW {sw:.4f} (threshold {floor_sw:.4f}), weight err {we:.4f} "
-                  f"(threshold {floor_we:.4f})")
+            print(
+                f"\n[negative control] {k:>10}: SW {sw:.4f} (threshold {floor_sw:.4f}), weight err {we:.4f} "
+                f"(threshold {floor_we:.4f})"
+            )
     assert stats["std x2"][0] > 2 * floor_sw
     assert stats["mean +0.05"][0] > floor_sw
     assert stats["uniform w"][1] > 2 * floor_we
@@ -231,11 +252,17 @@ def test_missing_capability_names_it_and_lists_usable_solvers():
 
     op = invgen.operator("identity", noise=_noise(0.1))
     y = torch.full((1, 1, 4, 4), 0.5)
-    with pytest.raises(MissingCapabilityError, match=r"'ula' needs the capability 'score'.*'denoiser-only'.*"
-                                                     r"solvers that work with it: .*pinv.*tikhonov.*tv"):
+    with pytest.raises(
+        MissingCapabilityError,
+        match=r"'ula' needs the capability 'score'.*'denoiser-only'.*"
+        r"solvers that work with it: .*pinv.*tikhonov.*tv",
+    ):
         invgen.solve(y, op, DenoiserOnly(), solver="ula")
-    with pytest.raises(MissingCapabilityError, match=r"'mala' needs the capability 'log_density'.*"
-                                                     r"solvers that work with it: .*ula"):
+    with pytest.raises(
+        MissingCapabilityError,
+        match=r"'mala' needs the capability 'log_density'.*"
+        r"solvers that work with it: .*ula",
+    ):
         invgen.solve(y, op, ScoreOnly(), solver="mala")
     assert invgen.solve(y, op, ScoreOnly(), solver="ula", steps=5, n_samples=2).samples.shape == (2, 1, 1, 4, 4)
 
@@ -245,8 +272,15 @@ def test_default_start_is_the_data_solution_nearest_mid_grey():
     op = invgen.operator("inpaint", mask="half", noise=_noise(0.1))
     y = op.measure(torch.full((1, 1, 4, 4), 0.9), generator=_gen(0))
     tiny = 1e-30  # one ULA step of negligible size returns the start
-    s, _ = ula(invgen.prior("gmm", image_shape=(1, 4, 4), seed=0), op, y, n_samples=2, generator=_gen(0), steps=1,
-               step_size=tiny)
+    s, _ = ula(
+        invgen.prior("gmm", image_shape=(1, 4, 4), seed=0),
+        op,
+        y,
+        n_samples=2,
+        generator=_gen(0),
+        steps=1,
+        step_size=tiny,
+    )
     mask = op(torch.ones(1, 1, 4, 4)).bool()
     torch.testing.assert_close(s[0][mask], y[mask])
     torch.testing.assert_close(s[1][~mask], torch.full_like(s[1][~mask], 0.5))
@@ -331,9 +365,11 @@ def test_tikhonov_equals_the_exact_gaussian_posterior_mean(name):
     if name == "dense-cg":
         op = Dense(torch.randn(10, 16, generator=_gen(3), dtype=F64) / 4, (1, 4, 4), noise=_noise(0.05))
     else:
-        op = {"inpaint": invgen.operator("inpaint", mask="random", ratio=0.6, seed=2, noise=_noise(0.05)),
-              "superres": invgen.operator("superres", scale=2, noise=_noise(0.05)),
-              "sensing": invgen.operator("sensing", m=7, seed=2, noise=_noise(0.05))}[name]
+        op = {
+            "inpaint": invgen.operator("inpaint", mask="random", ratio=0.6, seed=2, noise=_noise(0.05)),
+            "superres": invgen.operator("superres", scale=2, noise=_noise(0.05)),
+            "sensing": invgen.operator("sensing", m=7, seed=2, noise=_noise(0.05)),
+        }[name]
     x = torch.rand(2, 1, 4, 4, generator=_gen(4), dtype=F64)
     y = op.measure(x, generator=_gen(5))
     prior = Gaussian(torch.full((1, 4, 4), m, dtype=F64), t**2 * torch.eye(16, dtype=F64))
@@ -377,8 +413,9 @@ def test_tv_denoising_matches_skimage_chambolle(channels, capsys):
     f = y[0].permute(1, 2, 0).numpy()
     axis = -1 if channels == 3 else None
     sk_default = denoise_tv_chambolle(f[..., 0] if channels == 1 else f, weight=lam, channel_axis=axis)
-    sk_conv = denoise_tv_chambolle(f[..., 0] if channels == 1 else f, weight=lam, eps=1e-10, max_num_iter=5000,
-                                   channel_axis=axis)
+    sk_conv = denoise_tv_chambolle(
+        f[..., 0] if channels == 1 else f, weight=lam, eps=1e-10, max_num_iter=5000, channel_axis=axis
+    )
 
     def back(a):
         t = torch.from_numpy(a)
@@ -389,8 +426,10 @@ def test_tv_denoising_matches_skimage_chambolle(channels, capsys):
     obj_conv = float(objective(op, y, back(sk_conv), lam)[0])
     diff = float((ours[0] - back(sk_conv)).abs().max())
     with capsys.disabled():
-        print(f"\n[tv vs skimage] C={channels}: objective ours {obj:.6f} ({extras['iterations']} it), skimage default "
-              f"{obj_default:.6f}, skimage converged {obj_conv:.6f}; max |ours - skimage converged| {diff:.2e}")
+        print(
+            f"\n[tv vs skimage] C={channels}: objective ours {obj:.6f} ({extras['iterations']} it), skimage default "
+            f"{obj_default:.6f}, skimage converged {obj_conv:.6f}; max |ours - skimage converged| {diff:.2e}"
+        )
     assert obj <= obj_default
     assert obj <= obj_conv * (1 + 1e-3)
     assert diff < 5e-3
@@ -401,8 +440,10 @@ def test_tv_beats_pinv_on_a_piecewise_constant_image(task):
     x = torch.full((2, 1, 32, 32), 0.25, dtype=F64)
     x[:, :, 8:24, 6:20] = 0.75
     x[1, :, 3:12, 18:30] = 0.5
-    op = {"blur": invgen.operator("blur", kernel="gaussian", sigma=1.0, noise=_noise(0.02)),
-          "inpaint": invgen.operator("inpaint", mask="random", ratio=0.5, seed=1, noise=_noise(0.05))}[task]
+    op = {
+        "blur": invgen.operator("blur", kernel="gaussian", sigma=1.0, noise=_noise(0.02)),
+        "inpaint": invgen.operator("inpaint", mask="random", ratio=0.5, seed=1, noise=_noise(0.05)),
+    }[task]
     y = op.measure(x, generator=_gen(0))
 
     def psnr(a):

@@ -42,7 +42,11 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"missing IDX file {str(path)!r}")
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise InvgenError(f"{path}: not an unsigned-byte IDX file (magic {zero:#x}, type {dtype_code:#x})")

@@ -93,12 +93,15 @@ class Operator(torch.nn.Module):
         check_tensor(y, name)
         x_shape = self.input_shape(tuple(y.shape))
         if len(x_shape) != 4:
-            raise ShapeError(f"{name}: expected an observation of {self.name} of a (B, C, H, W) image batch, got "
-                             f"shape {tuple(y.shape)}")
+            raise ShapeError(
+                f"{name}: expected an observation of {self.name} of a (B, C, H, W) image batch, got "
+                f"shape {tuple(y.shape)}"
+            )
         expected = self.output_shape(x_shape)
         if tuple(y.shape) != tuple(expected):
-            raise ShapeError(f"{name}: expected an observation of shape {expected} for {self.name}, got "
-                             f"{tuple(y.shape)}")
+            raise ShapeError(
+                f"{name}: expected an observation of shape {expected} for {self.name}, got {tuple(y.shape)}"
+            )
         return y
 
     def log_likelihood(self, y: Tensor, x: Tensor) -> Tensor:

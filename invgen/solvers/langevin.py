@@ -64,8 +64,10 @@ def _check_options(steps: int, step_size: float | None, sigma: float | None, who
 def _check_noise(operator: Any, who: str) -> None:
     noise = operator.noise
     if noise.name == "gaussian" and float(noise.std) <= 0:
-        raise RangeError(f"{who}: needs a likelihood, but the operator's Gaussian noise std is 0; build it with "
-                         "noise=invgen.noise('gaussian', std=...) > 0")
+        raise RangeError(
+            f"{who}: needs a likelihood, but the operator's Gaussian noise std is 0; build it with "
+            "noise=invgen.noise('gaussian', std=...) > 0"
+        )
 
 
 def _effective_variance(operator: Any, y: Tensor) -> float:
@@ -83,9 +85,11 @@ def _operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
     gen = torch.Generator(device=x.device).manual_seed(1234)
     v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
     if operator.linear:
+
         def jtj(u: Tensor) -> Tensor:
             return operator.gram(u)
     else:
+
         def jtj(u: Tensor) -> Tensor:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
@@ -95,6 +99,7 @@ def _operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
                 (ju,) = torch.autograd.grad(jt_w, w, grad_outputs=u, retain_graph=True)  # J u, double backward
                 (jtju,) = torch.autograd.grad(out, xg, grad_outputs=ju)
             return jtju.detach()
+
     est = 0.0
     for _ in range(iters):
         v = v / _per_item_norm2(v).sqrt().clamp_min(1e-30).reshape(-1, *([1] * (v.dim() - 1)))
@@ -125,8 +130,10 @@ def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: t
         return stack_batch(mid + operator.pinv(y - operator(mid)) if operator.linear else mid, n)
     if init == "pinv":
         if not operator.linear:
-            raise TypeError(f"{who}: init='pinv' needs a linear operator; {operator.name!r} is nonlinear, pass "
-                            "init='prior' or an initial tensor")
+            raise TypeError(
+                f"{who}: init='pinv' needs a linear operator; {operator.name!r} is nonlinear, pass "
+                "init='prior' or an initial tensor"
+            )
         return stack_batch(operator.pinv(y), n)
     if init == "prior":
         m = n * x_shape[0]
@@ -138,8 +145,9 @@ def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: t
         else:
             raise TypeError(f"{who}: init='prior' needs a prior with the generator capability or a sample method")
         if tuple(x.shape[1:]) != tuple(x_shape[1:]):
-            raise ShapeError(f"{who}: the prior draws images of shape {tuple(x.shape[1:])}, the operator needs "
-                             f"{tuple(x_shape[1:])}")
+            raise ShapeError(
+                f"{who}: the prior draws images of shape {tuple(x.shape[1:])}, the operator needs {tuple(x_shape[1:])}"
+            )
         return x.to(dtype=y.dtype, device=y.device)
     raise ValueError(f"{who}: init must be 'fill', 'pinv', 'prior' or a tensor, got {init!r}")
 

@@ -72,6 +72,7 @@ def tikhonov(
         z = (s * operator.svd_ut(y) + lam * operator.svd_vt(m)) / (s**2 + lam)
         x = operator.svd_v(z)
     else:
-        x = conjugate_gradient(lambda v: operator.gram(v) + lam * v, operator.adjoint(y) + lam * m, m,
-                               tol=cg_tol, max_iter=int(cg_iters))
+        x = conjugate_gradient(
+            lambda v: operator.gram(v) + lam * v, operator.adjoint(y) + lam * m, m, tol=cg_tol, max_iter=int(cg_iters)
+        )
     return x.unsqueeze(0).expand(n_samples, *x.shape).clone()

@@ -70,8 +70,13 @@ def save_checkpoint(
     tensors.update(opt_tensors)
     if generator is not None:
         tensors["generator.state"] = generator.get_state()
-    meta = {"step": step, "optimizer": opt_meta, "ema_updates": ema.updates if ema else 0,
-            "torch_rng": None, "extra": extra or {}}
+    meta = {
+        "step": step,
+        "optimizer": opt_meta,
+        "ema_updates": ema.updates if ema else 0,
+        "torch_rng": None,
+        "extra": extra or {},
+    }
     tensors["torch.rng_state"] = torch.get_rng_state()
     tmp_t, tmp_j = path.with_suffix(".safetensors.tmp"), path.with_suffix(".json.tmp")
     save_file(tensors, str(tmp_t))

@@ -77,8 +77,9 @@ def make_gmm(
     given = [v is not None for v in (weights, means, covs)]
     if not any(given):
         if image_shape is None:
-            raise TypeError("gmm: give weights, means and covs, or image_shape=(C, H, W) (and seed) for the default "
-                            "prior")
+            raise TypeError(
+                "gmm: give weights, means and covs, or image_shape=(C, H, W) (and seed) for the default prior"
+            )
         return default_gmm(tuple(image_shape), seed=seed, k=k)
     if not all(given):
         raise TypeError("gmm: give all of weights, means and covs (or none, with image_shape, for the default prior)")

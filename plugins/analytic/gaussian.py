@@ -46,8 +46,9 @@ def check_covariance(cov: Any, d: int, who: str, name: str = "cov") -> Tensor:
     """
     cov = torch.as_tensor(cov).detach().to(torch.float64)
     if cov.shape != (d, d):
-        raise ShapeError(f"{who}: {name} must be a ({d}, {d}) matrix for a mean of {d} values, got shape "
-                         f"{tuple(cov.shape)}")
+        raise ShapeError(
+            f"{who}: {name} must be a ({d}, {d}) matrix for a mean of {d} values, got shape {tuple(cov.shape)}"
+        )
     if not bool(torch.isfinite(cov).all()):
         raise RangeError(f"{who}: {name} holds NaN/Inf values")
     scale = float(cov.abs().max())
@@ -57,8 +58,10 @@ def check_covariance(cov: Any, d: int, who: str, name: str = "cov") -> Tensor:
     cov = 0.5 * (cov + cov.T)
     lmin = float(torch.linalg.eigvalsh(cov).min())
     if not lmin > d * torch.finfo(torch.float64).eps * scale:
-        raise RangeError(f"{who}: {name} must be positive definite, got a smallest eigenvalue of {lmin:.3g} (add a "
-                         "small multiple of the identity, or use Gaussian.fit(..., shrinkage=...))")
+        raise RangeError(
+            f"{who}: {name} must be positive definite, got a smallest eigenvalue of {lmin:.3g} (add a "
+            "small multiple of the identity, or use Gaussian.fit(..., shrinkage=...))"
+        )
     return cov
 
 
@@ -91,10 +94,9 @@ def grid_covariance(
         float64 ``(d, d)`` with ``d = C * H * W`` in ``(C, H, W)`` flattening order.
     """
     c, h, w = image_shape
-    ii, jj = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
+    ii, jj = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     pos = torch.stack([ii.reshape(-1), jj.reshape(-1)], 1)
-    k = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * length_scale**2))
+    k = torch.exp(-(torch.cdist(pos, pos) ** 2) / (2 * length_scale**2))
     r = torch.full((c, c), channel_corr, dtype=torch.float64)
     r.fill_diagonal_(1.0)
     return std**2 * torch.kron(r, k) + nugget**2 * torch.eye(c * h * w, dtype=torch.float64)
@@ -242,8 +244,7 @@ class Gaussian(Prior):
         return cls(mu.reshape(images.shape[1:]), cov)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "mean": self.mean.clone(), "cov": self.cov.clone(),
-                "image_shape": self.image_shape}
+        return {"name": self.name, "mean": self.mean.clone(), "cov": self.cov.clone(), "image_shape": self.image_shape}
 
     def extra_repr(self) -> str:
         return f"image_shape={self.image_shape}"

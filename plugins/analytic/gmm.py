@@ -17,11 +17,11 @@ import math
 from typing import Any
 
 import torch
-from invgen_plugins.analytic.gaussian import MAX_DIM, check_covariance, flatten, grid_covariance, image_shape_of, sigma2
 from torch import Tensor
 
 from invgen.errors import RangeError, ShapeError
 from invgen.priors.base import Prior
+from invgen_plugins.analytic.gaussian import MAX_DIM, check_covariance, flatten, grid_covariance, image_shape_of, sigma2
 
 
 class GMM(Prior):
@@ -56,8 +56,10 @@ class GMM(Prior):
         if not bool(torch.isfinite(weights).all()) or bool((weights <= 0).any()):
             raise RangeError(f"gmm: weights must be finite and > 0, got {weights.tolist()}")
         if means.dim() not in (2, 4) or means.shape[0] != k:
-            raise ShapeError(f"gmm: means must be (K, d) or (K, C, H, W) with K = {k} (the number of weights), got "
-                             f"shape {tuple(means.shape)}")
+            raise ShapeError(
+                f"gmm: means must be (K, d) or (K, C, H, W) with K = {k} (the number of weights), got "
+                f"shape {tuple(means.shape)}"
+            )
         if not bool(torch.isfinite(means).all()):
             raise RangeError("gmm: means hold NaN/Inf values")
         d = means[0].numel()
@@ -91,8 +93,12 @@ class GMM(Prior):
             var = lam[None] + sigma2(sigma, x[:1])[:, :, None]
         else:
             var = lam[None] + sigma2(sigma, x)[:, :, None]
-        log_joint = (torch.log(pi)[None] - 0.5 * (z**2 / var).sum(2) - 0.5 * torch.log(var).sum(2)
-                     - 0.5 * self.d * math.log(2 * math.pi))
+        log_joint = (
+            torch.log(pi)[None]
+            - 0.5 * (z**2 / var).sum(2)
+            - 0.5 * torch.log(var).sum(2)
+            - 0.5 * self.d * math.log(2 * math.pi)
+        )
         return z, var, torch.log_softmax(log_joint, dim=1), log_joint
 
     def _out(self, flat: Tensor, like: Tensor) -> Tensor:
@@ -151,8 +157,13 @@ class GMM(Prior):
         return gmm_posterior(self, operator, y)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "weights": self.weights.clone(), "means": self.means.clone(),
-                "covs": self.covs.clone(), "image_shape": self.image_shape}
+        return {
+            "name": self.name,
+            "weights": self.weights.clone(),
+            "means": self.means.clone(),
+            "covs": self.covs.clone(),
+            "image_shape": self.image_shape,
+        }
 
     def extra_repr(self) -> str:
         return f"K={self.k}, image_shape={self.image_shape}"

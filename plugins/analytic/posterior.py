@@ -47,8 +47,10 @@ def dense_matrices(operator: Any, y: Tensor) -> tuple[Tensor, tuple[int, ...]]:
 
 def _check_problem(operator: Any, who: str) -> float:
     if not getattr(operator, "linear", False):
-        raise TypeError(f"{who}: the exact posterior needs a linear operator, got the nonlinear "
-                        f"{getattr(operator, 'name', type(operator).__name__)!r}")
+        raise TypeError(
+            f"{who}: the exact posterior needs a linear operator, got the nonlinear "
+            f"{getattr(operator, 'name', type(operator).__name__)!r}"
+        )
     noise = operator.noise
     if getattr(noise, "name", None) != "gaussian":
         raise TypeError(f"{who}: the exact posterior needs Gaussian observation noise, got {noise.name!r}")
@@ -166,8 +168,10 @@ def gaussian_posterior(prior: Any, operator: Any, y: Tensor) -> GaussianPosterio
     std = _check_problem(operator, "gaussian.exact_posterior")
     a, x_shape = dense_matrices(operator, y)
     if tuple(x_shape[1:]) != tuple(prior.image_shape):
-        raise ShapeError(f"gaussian.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the "
-                         f"prior's image shape {tuple(prior.image_shape)}")
+        raise ShapeError(
+            f"gaussian.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the "
+            f"prior's image shape {tuple(prior.image_shape)}"
+        )
     kw = {"dtype": torch.float64, "device": y.device}
     yf = y.reshape(y.shape[0], -1).to(torch.float64)
     mean, cov, _ = _update(prior.mean.to(**kw), prior.cov.to(**kw), a, yf, std, "gaussian.exact_posterior")
@@ -188,8 +192,10 @@ def gmm_posterior(prior: Any, operator: Any, y: Tensor) -> GMMPosterior:
     std = _check_problem(operator, "gmm.exact_posterior")
     a, x_shape = dense_matrices(operator, y)
     if tuple(x_shape[1:]) != tuple(prior.image_shape):
-        raise ShapeError(f"gmm.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the prior's "
-                         f"image shape {tuple(prior.image_shape)}")
+        raise ShapeError(
+            f"gmm.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the prior's "
+            f"image shape {tuple(prior.image_shape)}"
+        )
     kw = {"dtype": torch.float64, "device": y.device}
     yf = y.reshape(y.shape[0], -1).to(torch.float64)
     pi, mus, covs = prior.weights.to(**kw), prior.means.to(**kw), prior.covs.to(**kw)

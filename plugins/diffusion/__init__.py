@@ -24,8 +24,12 @@ def _pretrained(name: str):
 @invgen.hookimpl
 def register_priors(register):
     for name in sorted(p.name for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
-        register(name, _pretrained(name), capabilities=("denoiser", "score"),
-                 description=f"diffusion UNet trained on {name.removeprefix('diffusion-')}")
+        register(
+            name,
+            _pretrained(name),
+            capabilities=("denoiser", "score"),
+            description=f"diffusion UNet trained on {name.removeprefix('diffusion-')}",
+        )
 
 
 class _Trainer:

@@ -29,8 +29,9 @@ class DiffusionPrior(Prior):
 
     capabilities = frozenset({"denoiser", "score"})
 
-    def __init__(self, net: UNet, schedule: VPSchedule, image_shape: tuple[int, int, int] | None,
-                 name: str = "diffusion") -> None:
+    def __init__(
+        self, net: UNet, schedule: VPSchedule, image_shape: tuple[int, int, int] | None, name: str = "diffusion"
+    ) -> None:
         super().__init__()
         self.net = net.eval()
         self.schedule = schedule
@@ -59,8 +60,13 @@ class DiffusionPrior(Prior):
         return (self.denoise(x, s) - x) / s**2
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, name: str | None = None, device: str | torch.device = "cpu",
-                        weights: str = "model.safetensors") -> DiffusionPrior:
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        name: str | None = None,
+        device: str | torch.device = "cpu",
+        weights: str = "model.safetensors",
+    ) -> DiffusionPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
         from safetensors.torch import load_file
 
@@ -73,5 +79,9 @@ class DiffusionPrior(Prior):
         return prior.to(device)
 
     def config(self) -> dict:
-        return {"name": self.name, "unet": self.net.config.to_dict(), "schedule": self.schedule.to_dict(),
-                "image_shape": list(self.image_shape) if self.image_shape else None}
+        return {
+            "name": self.name,
+            "unet": self.net.config.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+        }

@@ -35,8 +35,7 @@ def load_training_images(dataset: str, image_size: int) -> torch.Tensor:
         files = sorted(p for p in Path(dataset[7:]).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if not files:
             raise FileNotFoundError(f"no PNG/JPEG images under {dataset[7:]!r}")
-        arrs = [np.asarray(Image.open(f).convert("RGB").resize((image_size, image_size), Image.BICUBIC))
-                for f in files]
+        arrs = [np.asarray(Image.open(f).convert("RGB").resize((image_size, image_size), Image.BICUBIC)) for f in files]
         x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255.0
     else:
         x, _ = load_dataset(dataset, "train")
@@ -109,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": n_params,
-        "command": "invgen train diffusion " + " ".join(
-            shlex.quote(a) for a in sys.argv[sys.argv.index("diffusion") + 1:]) if "diffusion" in sys.argv else "",
+        "command": "invgen train diffusion "
+        + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("diffusion") + 1 :])
+        if "diffusion" in sys.argv
+        else "",
     }
     flip = FLIP_OK.get(args.dataset, True)
     bar = tqdm(total=args.steps, initial=step, desc=f"diffusion {args.dataset}", dynamic_ncols=True)
@@ -143,8 +144,15 @@ def run(args: argparse.Namespace) -> int:
             losses.append([step, round(running, 5)])
         if step % args.checkpoint_every == 0 or step == args.steps:
             seconds = seconds_before + time.time() - t0
-            save_checkpoint(ckpt, model=net, optimizer=opt, ema=ema, step=step, generator=gen,
-                            extra={"losses": losses, "seconds": seconds})
+            save_checkpoint(
+                ckpt,
+                model=net,
+                optimizer=opt,
+                ema=ema,
+                step=step,
+                generator=gen,
+                extra={"losses": losses, "seconds": seconds},
+            )
             _export(out, ema.model, config, step, losses, seconds)
     bar.close()
     return 0
@@ -153,9 +161,15 @@ def run(args: argparse.Namespace) -> int:
 def _export(out: Path, model: torch.nn.Module, config: dict, step: int, losses: list, seconds: float) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(out / "model.safetensors.tmp"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp")
+    )
     (out / "model.safetensors.tmp").replace(out / "model.safetensors")
-    cfg = dict(config, steps_done=step, final_loss=losses[-1][1] if losses else math.nan,
-               train_seconds=round(seconds, 1), losses=losses)
+    cfg = dict(
+        config,
+        steps_done=step,
+        final_loss=losses[-1][1] if losses else math.nan,
+        train_seconds=round(seconds, 1),
+        losses=losses,
+    )
     (out / "config.json").write_text(json.dumps(cfg, indent=1))

@@ -130,8 +130,9 @@ class UNet(nn.Module):
                     blocks.append(Attention(ch, g))
                 self.up.append(blocks)
             if level > 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
-                                              nn.Conv2d(ch, ch, 3, padding=1)]))
+                self.up.append(
+                    nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)])
+                )
         self.norm_out = nn.GroupNorm(g, ch)
         self.conv_out = nn.Conv2d(ch, config.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
