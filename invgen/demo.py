@@ -33,12 +33,14 @@ def _gallery(path: Path, rows: list[tuple[str, list[tuple[str, torch.Tensor]]]])
     ncols = max(len(r[1]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.8 * len(rows)), squeeze=False)
     for i, (label, panels) in enumerate(rows):
+        std_max = max((float(img.max()) for title, img in panels if "std" in title), default=1.0)
         for j in range(ncols):
             ax = axes[i, j]
             ax.axis("off")
             if j < len(panels):
                 title, img = panels[j]
-                ax.imshow(img.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1 if "std" not in title else None)
+                vmax = std_max if "std" in title else 1.0  # std maps of a row share one scale
+                ax.imshow(img.squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=vmax)
                 ax.set_title(title, fontsize=7)
         axes[i, 0].text(
             -0.15, 0.5, label, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8

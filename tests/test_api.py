@@ -144,3 +144,19 @@ def test_cli_version_and_plugins():
     assert report["priors"]["gmm"]["distribution"] == "invgen"
     assert report["solvers"]["mala"]["needs"] == ["score", "log_density"]
     assert report["operators"]["sketch"]["linear"] is False
+
+
+def test_demo_quick_writes_gallery_and_table(tmp_path):
+    from invgen.cli import main
+
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    import json
+
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["task"] for r in rows] == ["inpaint (box)", "superres x2"]
+    for r in rows:
+        assert r["rmse_mala_vs_exact_mean"] < 0.02
+        assert 0.8 < r["std_ratio_mala_over_exact"] < 1.2
+        assert 0.4 < r["acceptance_rate"] < 0.7
+    assert "| inpaint (box) |" in (tmp_path / "metrics.md").read_text()

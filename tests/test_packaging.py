@@ -48,3 +48,15 @@ def test_no_unsafe_weight_loading_in_library_code():
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
             for call in ("urlopen(", "requests.get(", "hf_hub_download(", "load_state_dict_from_url("):
                 assert call not in line, f"{path} downloads at run time: {line.strip()}"
+
+
+def test_readme_quickstart_runs():
+    """The README's quickstart is executed as written, so the documented API stays true."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart\s+```python\n(.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md quickstart", "exec"), scope)
+    post = scope["post"]
+    assert post.samples.shape == (64, 2, 1, 8, 8)
+    assert 0.3 < post.extras["acceptance_rate"] < 0.8
+    assert (post.mean - scope["exact"].mean).abs().max() < 0.15
