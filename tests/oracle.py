@@ -155,3 +155,26 @@ def problem(name: str) -> Problem:
     we_floor = torch.tensor([weight_error(post.sample(N, gen(300 + i))[:, 0], *mix) for i in range(20)])
     exact = post.sample(N, gen(99))[:, 0]
     return Problem(prior, op, y, post, exact, dirs, sw_floor, we_floor)
+
+
+class DenseOperator(LinearOperator):
+    """A dense-matrix linear operator without an SVD, built independently of the operator library (its algebra
+    exercises the conjugate-gradient paths)."""
+
+    name = "dense"
+
+    def __init__(self, matrix: torch.Tensor, x_shape: tuple[int, int, int], noise=None) -> None:
+        super().__init__(noise)
+        self.matrix, self.x_shape = matrix.to(F64), tuple(x_shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1) @ self.matrix.to(x.dtype).T
+
+    def adjoint(self, y):
+        return (y @ self.matrix.to(y.dtype)).reshape(y.shape[0], *self.x_shape)
+
+    def output_shape(self, x_shape):
+        return (x_shape[0], self.matrix.shape[0])
+
+    def input_shape(self, y_shape):
+        return (y_shape[0], *self.x_shape)

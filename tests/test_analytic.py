@@ -11,13 +11,13 @@ import math
 
 import pytest
 import torch
+from oracle import DenseOperator as Dense
 from oracle import mixture_responsibilities
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 import invgen
 from invgen import registry
 from invgen.errors import RangeError, ShapeError
-from invgen.operators.base import LinearOperator
 from invgen_plugins.analytic.gaussian import Gaussian, grid_covariance
 from invgen_plugins.analytic.gmm import GMM
 
@@ -51,28 +51,6 @@ def _gmm(shape=(1, 3, 3), k=3, seed=0) -> GMM:
     means = 0.5 + 0.15 * torch.randn(k, *shape, generator=g, dtype=F64)
     covs = torch.stack([_spd(d, seed + i) for i in range(k)])
     return GMM(torch.rand(k, generator=g, dtype=F64) + 0.2, means, covs)
-
-
-class Dense(LinearOperator):
-    """A dense-matrix linear operator (no SVD), built here independently of the operator library."""
-
-    name = "dense"
-
-    def __init__(self, matrix: torch.Tensor, x_shape: tuple[int, int, int], noise=None) -> None:
-        super().__init__(noise)
-        self.matrix, self.x_shape = matrix.to(F64), tuple(x_shape)
-
-    def forward(self, x):
-        return x.reshape(x.shape[0], -1) @ self.matrix.to(x.dtype).T
-
-    def adjoint(self, y):
-        return (y @ self.matrix.to(y.dtype)).reshape(y.shape[0], *self.x_shape)
-
-    def output_shape(self, x_shape):
-        return (x_shape[0], self.matrix.shape[0])
-
-    def input_shape(self, y_shape):
-        return (y_shape[0], *self.x_shape)
 
 
 def _mvn_score(mean, cov, x):

@@ -26,13 +26,13 @@ import functools
 import pytest
 import torch
 from oracle import CASES, N, problem
+from oracle import DenseOperator as Dense
 from oracle import gaussian as _noise
 from oracle import gen as _gen
 from skimage.restoration import denoise_tv_chambolle
 
 import invgen
 from invgen.errors import MissingCapabilityError, RangeError
-from invgen.operators.base import LinearOperator
 from invgen.solvers.langevin import mala, ula
 from invgen.solvers.pinv import pinv
 from invgen.solvers.tikhonov import tikhonov
@@ -255,28 +255,6 @@ def test_langevin_on_nonlinear_operator_and_poisson_noise():
 
 
 # -- baselines ------------------------------------------------------------------------------------------------------
-class Dense(LinearOperator):
-    """A dense-matrix operator without an SVD: exercises the conjugate-gradient paths."""
-
-    name = "dense"
-
-    def __init__(self, matrix, x_shape, noise=None):
-        super().__init__(noise)
-        self.matrix, self.x_shape = matrix, tuple(x_shape)
-
-    def forward(self, x):
-        return x.reshape(x.shape[0], -1) @ self.matrix.to(x.dtype).T
-
-    def adjoint(self, y):
-        return (y @ self.matrix.to(y.dtype)).reshape(y.shape[0], *self.x_shape)
-
-    def output_shape(self, x_shape):
-        return (x_shape[0], self.matrix.shape[0])
-
-    def input_shape(self, y_shape):
-        return (y_shape[0], *self.x_shape)
-
-
 def test_pinv_repeats_the_pseudo_inverse():
     op = invgen.operator("superres", scale=2, noise=_noise(0.05))
     y = op.measure(torch.rand(2, 1, 8, 8, generator=_gen(0)), generator=_gen(1))

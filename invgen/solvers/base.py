@@ -95,6 +95,12 @@ def unstack_batch(t: Tensor, n: int) -> Tensor:
     return t.reshape(n, t.shape[0] // n, *t.shape[1:])
 
 
+def require_linear(operator: Any, solver_name: str) -> None:
+    """Raise ``TypeError`` unless the operator is linear."""
+    if not getattr(operator, "linear", False):
+        raise TypeError(f"solver {solver_name!r} needs a linear operator, got the nonlinear {operator.name!r}")
+
+
 def gaussian_std(operator: Any, solver_name: str) -> float:
     """The operator's Gaussian noise std, raising a clear error for other or zero noise."""
     std = getattr(operator.noise, "std", None)

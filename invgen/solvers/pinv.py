@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
+from invgen.solvers.base import require_linear
 
 
 def pinv(prior: Any, operator: Any, y: Tensor, *, n_samples: int, generator: torch.Generator) -> Tensor:
@@ -27,7 +28,6 @@ def pinv(prior: Any, operator: Any, y: Tensor, *, n_samples: int, generator: tor
         y: ``(B, ...)`` as the operator produces it.
     """
     check_tensor(y, "y")
-    if not getattr(operator, "linear", False):
-        raise TypeError(f"solver 'pinv' needs a linear operator, got the nonlinear {operator.name!r}")
+    require_linear(operator, "pinv")
     x = operator.pinv(y)
     return x.unsqueeze(0).expand(n_samples, *x.shape).clone()

@@ -17,6 +17,7 @@ from torch import Tensor
 from invgen.checks import check_tensor
 from invgen.errors import RangeError
 from invgen.operators.base import conjugate_gradient
+from invgen.solvers.base import require_linear
 
 
 def tikhonov(
@@ -51,8 +52,7 @@ def tikhonov(
         y: ``(B, ...)`` as the operator produces it.
     """
     check_tensor(y, "y")
-    if not getattr(operator, "linear", False):
-        raise TypeError(f"solver 'tikhonov' needs a linear operator, got the nonlinear {operator.name!r}")
+    require_linear(operator, "tikhonov")
     if operator.noise.name != "gaussian":
         raise TypeError(f"solver 'tikhonov' needs Gaussian observation noise, got {operator.noise.name!r}")
     prior_std = float(prior_std)

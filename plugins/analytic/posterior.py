@@ -65,6 +65,18 @@ def _chol(s: Tensor, who: str, std: float) -> Tensor:
     return chol
 
 
+def _problem(prior: Any, operator: Any, y: Tensor, who: str) -> tuple[float, Tensor, tuple[int, ...], Tensor]:
+    """Validate a problem and return the noise std, the dense matrices, the input shape and the flat float64 y."""
+    std = _check_problem(operator, who)
+    a, x_shape = dense_matrices(operator, y)
+    if tuple(x_shape[1:]) != tuple(prior.image_shape):
+        raise ShapeError(
+            f"{who}: the operator's input {tuple(x_shape[1:])} differs from the prior's image shape "
+            f"{tuple(prior.image_shape)}"
+        )
+    return std, a, x_shape, y.reshape(y.shape[0], -1).to(torch.float64)
+
+
 def _update(mu: Tensor, cov: Tensor, a: Tensor, yf: Tensor, std: float, who: str) -> tuple[Tensor, Tensor, Tensor]:
     """One Gaussian conditioning, batched: returns posterior means ``(B, d)``, covs ``(B, d, d)`` and
     ``log N(y; A mu, A Sigma A^T + s^2 I)`` ``(B,)``."""
@@ -165,15 +177,8 @@ def gaussian_posterior(prior: Any, operator: Any, y: Tensor) -> GaussianPosterio
     Returns:
         A :class:`GaussianPosterior`.
     """
-    std = _check_problem(operator, "gaussian.exact_posterior")
-    a, x_shape = dense_matrices(operator, y)
-    if tuple(x_shape[1:]) != tuple(prior.image_shape):
-        raise ShapeError(
-            f"gaussian.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the "
-            f"prior's image shape {tuple(prior.image_shape)}"
-        )
+    std, a, x_shape, yf = _problem(prior, operator, y, "gaussian.exact_posterior")
     kw = {"dtype": torch.float64, "device": y.device}
-    yf = y.reshape(y.shape[0], -1).to(torch.float64)
     mean, cov, _ = _update(prior.mean.to(**kw), prior.cov.to(**kw), a, yf, std, "gaussian.exact_posterior")
     return GaussianPosterior(mean.reshape(x_shape).to(y.dtype), cov.to(y.dtype), mean, cov)
 
@@ -189,15 +194,8 @@ def gmm_posterior(prior: Any, operator: Any, y: Tensor) -> GMMPosterior:
     Returns:
         A :class:`GMMPosterior`.
     """
-    std = _check_problem(operator, "gmm.exact_posterior")
-    a, x_shape = dense_matrices(operator, y)
-    if tuple(x_shape[1:]) != tuple(prior.image_shape):
-        raise ShapeError(
-            f"gmm.exact_posterior: the operator's input {tuple(x_shape[1:])} differs from the prior's "
-            f"image shape {tuple(prior.image_shape)}"
-        )
+    std, a, x_shape, yf = _problem(prior, operator, y, "gmm.exact_posterior")
     kw = {"dtype": torch.float64, "device": y.device}
-    yf = y.reshape(y.shape[0], -1).to(torch.float64)
     pi, mus, covs = prior.weights.to(**kw), prior.means.to(**kw), prior.covs.to(**kw)
     means, post_covs, log_ev = [], [], []
     for k in range(pi.numel()):
