@@ -123,7 +123,7 @@ class _CountingPrior:
 
 
 def _default_solver(caps: frozenset[str]) -> str:
-    preference = ("dps", "mala", "ula", "latent_map", "tikhonov")
+    preference = ("mala", "dps", "latent_map", "ula", "tikhonov")
     solvers = registry.entries("solvers")
     for name in preference:
         if name in solvers and set(solvers[name].meta.get("needs", ())) <= caps:
@@ -146,8 +146,8 @@ def solve(
         y: the observation, shaped as ``operator`` produces it (``(B, C', H', W')``, or ``(B, m)`` for sensing).
         operator: the forward operator with its noise model (``invgen.operator(...)``).
         prior: a prior object or a registered prior name; baselines (``pinv``, ``tikhonov``, ``tv``) need none.
-        solver: a registered solver name or a :class:`Solver`; by default the first of dps, mala, ula, latent_map
-            that the prior supports, else tikhonov.
+        solver: a registered solver name or a :class:`Solver`; by default the first of mala (exact where the prior has a
+            log-density), dps, latent_map, ula that the prior supports, else tikhonov.
         n_samples: N posterior samples per observation, batched into one call of the prior per step.
         seed: seed of the solver's random generator (None: drawn from torch's global generator).
         **solver_options: options of the solver (only with a solver name).

@@ -46,6 +46,16 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("score", "log_density"),
         "Metropolis-adjusted Langevin: exact in the limit, adaptive step",
     ),
+    ("ddpm", "invgen.solvers.ddpm:ddpm", ("denoiser",), "unconditional DDPM ancestral sampling (ignores y)"),
+    ("ddim", "invgen.solvers.ddim:ddim", ("denoiser",), "unconditional DDIM sampling with eta (ignores y)"),
+    ("dps", "invgen.solvers.dps:dps", ("denoiser",), "diffusion posterior sampling (Chung et al. 2023)"),
+    ("diffpir", "invgen.solvers.diffpir:diffpir", ("denoiser",), "DiffPIR plug-and-play diffusion (Zhu et al. 2023)"),
+    (
+        "annealed_langevin",
+        "invgen.solvers.langevin:annealed_langevin",
+        ("denoiser",),
+        "annealed Langevin on the posterior (Song & Ermon 2019, Jalal et al. 2021)",
+    ),
 ]
 
 # name, class, linear, examples [(kwargs, input shape)], description

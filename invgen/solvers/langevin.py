@@ -1,4 +1,4 @@
-"""Pixel-space Langevin samplers of the posterior: ULA and MALA.
+"""Pixel-space Langevin samplers of the posterior: ULA, MALA and annealed Langevin.
 
 Both follow the posterior score ``grad log p(x | y) = score(x) + grad_x log p(y | x)``, with the prior's score
 (``prior.score(x, sigma)``) and the likelihood gradient of :func:`invgen.solvers.base.likelihood_grad` (closed form
@@ -12,6 +12,9 @@ final state, so the N samples are independent given the start.
   ``prior.log_prob`` and ``operator.log_likelihood``: exact in the limit (for an exact ``log_prob``). Each chain's
   step adapts during burn-in (Robbins-Monro on ``log g`` towards acceptance 0.574, the optimal rate of Roberts &
   Rosenthal 1998) and is then frozen, so the post-burn-in chain is a valid MCMC chain.
+* :func:`annealed_langevin` runs ULA through a decreasing geometric sequence of noise levels of the smoothed prior
+  (Song & Ermon 2019), with the likelihood's variance inflated by each level (Jalal et al. 2021); it starts from
+  noise and needs only a denoiser or a noise-conditional score.
 
 Default step size: ``g = c * s^2 / ||A||^2``, the inverse curvature of the log-likelihood (``||A||^2 / s^2``,
 ``||A||`` by power iteration on ``A^T A``, or on ``J^T J`` of a nonlinear operator at the start point) times
@@ -40,7 +43,8 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.errors import RangeError, ShapeError
+from invgen.errors import MissingCapabilityError, RangeError, ShapeError
+from invgen.priors.base import capabilities_of
 from invgen.solvers.base import likelihood_grad, stack_batch, unstack_batch
 
 ULA_STEP_FRACTION = 0.05
@@ -288,3 +292,103 @@ def mala(
             accepted += accept.to(x.dtype)
     rate = float(accepted.mean()) / (steps - burn_in)
     return unstack_batch(x, n_samples), {"acceptance_rate": rate, "step_size": float(log_g.exp().mean())}
+
+
+def annealed_langevin(
+    prior: Any,
+    operator: Any,
+    y: Tensor,
+    *,
+    n_samples: int,
+    generator: torch.Generator,
+    n_levels: int = 10,
+    steps_per_level: int = 100,
+    eps: float = 2e-5,
+    sigma_max: float = 1.0,
+    sigma_min: float = 0.01,
+    final_steps: int = 0,
+) -> Tensor:
+    """Annealed Langevin dynamics on the posterior (Song & Ermon 2019; Jalal et al. 2021 for inverse problems).
+
+    For each level ``s_i`` of the geometric schedule ``sigma_max -> sigma_min`` (``n_levels`` levels), run
+    ``steps_per_level`` Langevin steps
+
+        x <- x + a_i (score(x, s_i) + A^T (y - A x) / (sigma_y^2 + s_i^2)) + sqrt(2 a_i) n,  a_i = eps s_i^2 / s_L^2,
+
+    the likelihood's variance inflated by the prior's noise level (Jalal et al.); nonlinear operators differentiate
+    ``-||y - A(x)||^2 / (2 (sigma_y^2 + s_i^2))`` with autograd. Then ``final_steps`` more steps at ``sigma_min``
+    with the same step ``eps``. The score is ``prior.score(x, s)`` when the prior offers ``score``, else
+    ``(D(x, s) - x) / s^2`` from its denoiser. Chains start at ``0.5 + sigma_max n``. Each chain returns its final
+    state (no final denoising step, which would shrink the samples towards a posterior mean).
+
+    The defaults are Song & Ermon's (L = 10 levels from 1 to 0.01 on [0, 1] images, T = 100 steps per level,
+    ``eps = 2e-5``). ULA's bias at the last level is ``O(a_L)`` and the last level's smoothing adds ``sigma_min^2``
+    to the prior's variances: a small ``sigma_min`` and ``eps`` with more levels and steps approach the exact
+    posterior (tests/test_solvers_diffusion.py pins the settings that reach the noise floor).
+    NFE: ``n_levels * steps_per_level + final_steps`` prior calls (score or denoise).
+
+    Args:
+        prior: a prior with the ``score`` or the ``denoiser`` capability.
+        operator: any invgen operator with Gaussian noise (std >= 0).
+        y: observations.
+        n_samples: N chains per observation item, batched as ``N * B``.
+        generator: the random generator.
+        n_levels: number of noise levels L >= 1.
+        steps_per_level: Langevin steps per level T >= 1.
+        eps: the step at the last level, > 0.
+        sigma_max: first noise level.
+        sigma_min: last noise level, ``0 < sigma_min <= sigma_max`` (and not below the prior's ``sigma_min``).
+        final_steps: extra steps at ``sigma_min``, >= 0.
+
+    Returns:
+        ``(N, B, C, H, W)`` samples.
+
+    Shape:
+        y: ``(B, ...)`` as the operator produces it.
+    """
+    who = "annealed_langevin"
+    for name, v, low in (
+        ("n_levels", n_levels, 1),
+        ("steps_per_level", steps_per_level, 1),
+        ("final_steps", final_steps, 0),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{who}: {name} must be an integer >= {low}, got {v!r}")
+    if not (math.isfinite(float(eps)) and float(eps) > 0):
+        raise RangeError(f"{who}: eps must be finite and > 0, got {eps}")
+    if not (math.isfinite(float(sigma_max)) and 0 < float(sigma_min) <= float(sigma_max)):
+        raise RangeError(f"{who}: expected 0 < sigma_min <= sigma_max < inf, got {sigma_min}, {sigma_max}")
+    if float(sigma_min) < float(getattr(prior, "sigma_min", 0.0)):
+        raise RangeError(f"{who}: sigma_min {sigma_min} is below the prior's sigma_min {prior.sigma_min}")
+    check_tensor(y, "y")
+    std = getattr(operator.noise, "std", None)
+    if operator.noise.name != "gaussian" or std is None:
+        raise TypeError(f"{who} needs Gaussian observation noise, got {operator.noise.name!r}")
+    caps = capabilities_of(prior)
+    if "score" not in caps and "denoiser" not in caps:
+        raise MissingCapabilityError(
+            f"solver {who!r} needs the capability 'score' or 'denoiser', which prior "
+            f"{getattr(prior, 'name', type(prior).__name__)!r} lacks (it offers {sorted(caps) or 'none'})"
+        )
+    use_score = "score" in caps
+    var_y = float(std) ** 2
+    levels = torch.logspace(math.log10(sigma_max), math.log10(sigma_min), n_levels, dtype=torch.float64).tolist()
+    x_shape = tuple(operator.input_shape(tuple(y.shape)))
+    m = n_samples * x_shape[0]
+    x = 0.5 + float(sigma_max) * torch.randn((m, *x_shape[1:]), generator=generator, dtype=y.dtype, device=y.device)
+    ys = stack_batch(y, n_samples)
+    plan = [(s, steps_per_level) for s in levels] + ([(levels[-1], final_steps)] if final_steps else [])
+    for s, k in plan:
+        a = float(eps) * s**2 / levels[-1] ** 2
+        var = var_y + s**2
+        for _ in range(k):
+            score = prior.score(x, s) if use_score else (prior.denoise(x, s) - x) / s**2
+            if operator.linear:
+                lik = operator.adjoint(ys - operator(x)) / var
+            else:
+                with torch.enable_grad():
+                    xg = x.detach().requires_grad_(True)
+                    (lik,) = torch.autograd.grad(-(ys - operator(xg)).pow(2).sum() / (2 * var), xg)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = x + a * (score + lik) + math.sqrt(2 * a) * noise
+    return unstack_batch(x, n_samples)
