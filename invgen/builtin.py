@@ -50,6 +50,9 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("ddim", "invgen.solvers.ddim:ddim", ("denoiser",), "unconditional DDIM sampling with eta (ignores y)"),
     ("dps", "invgen.solvers.dps:dps", ("denoiser",), "diffusion posterior sampling (Chung et al. 2023)"),
     ("diffpir", "invgen.solvers.diffpir:diffpir", ("denoiser",), "DiffPIR plug-and-play diffusion (Zhu et al. 2023)"),
+    ("ddrm", "invgen.solvers.ddrm:ddrm", ("denoiser",), "DDRM spectral diffusion restoration (Kawar et al. 2022)"),
+    ("ddnm", "invgen.solvers.ddnm:ddnm", ("denoiser",), "DDNM+ range-null space diffusion (Wang et al. 2023)"),
+    ("pigdm", "invgen.solvers.pigdm:pigdm", ("denoiser",), "pseudoinverse-guided diffusion (Song et al. 2023)"),
     (
         "annealed_langevin",
         "invgen.solvers.langevin:annealed_langevin",
