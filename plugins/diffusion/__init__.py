@@ -21,6 +21,15 @@ def _pretrained(name: str):
     return factory
 
 
+def _diffusers(path: str | Path, device: str = "cpu", dtype=None, **kw):
+    """``invgen.prior("diffusers", path=DIR)``: a local diffusers UNet2DModel + DDPM/DDIM scheduler folder."""
+    from invgen_plugins.diffusion.diffusers_adapter import DiffusersPrior  # imports diffusers only when it loads
+
+    if dtype is not None:
+        kw["dtype"] = dtype
+    return DiffusersPrior.from_pretrained(path, device=device, **kw)
+
+
 @invgen.hookimpl
 def register_priors(register):
     for name in sorted(p.name for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
@@ -30,6 +39,12 @@ def register_priors(register):
             capabilities=("denoiser", "score"),
             description=f"diffusion UNet trained on {name.removeprefix('diffusion-')}",
         )
+    register(
+        "diffusers",
+        _diffusers,
+        capabilities=("denoiser", "score"),
+        description="a pretrained diffusers UNet2DModel + DDPM/DDIM scheduler from a local folder (path=...)",
+    )
 
 
 class _Trainer:
