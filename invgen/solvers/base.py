@@ -8,13 +8,14 @@ its name, the capabilities it needs and its options; ``invgen.solve`` runs it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from invgen.errors import MissingCapabilityError
+from invgen.errors import MissingCapabilityError, RangeError
 from invgen.priors.base import capabilities_of
 
 SamplerFn = Callable[..., Tensor | tuple[Tensor, dict[str, Any]]]
@@ -93,6 +94,21 @@ def stack_batch(t: Tensor, n: int) -> Tensor:
 def unstack_batch(t: Tensor, n: int) -> Tensor:
     """Inverse layout of :func:`stack_batch`: ``(n * B, ...)`` -> ``(n, B, ...)``."""
     return t.reshape(n, t.shape[0] // n, *t.shape[1:])
+
+
+def check_steps(steps: Any, who: str) -> int:
+    """``steps`` as an int >= 1, else a ``ValueError`` naming the solver."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{who}: steps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
+def check_unit(value: Any, name: str, who: str) -> float:
+    """A float in [0, 1] (``eta``, ``zeta``), else a ``RangeError`` (a ``ValueError``)."""
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise RangeError(f"{who}: {name} must lie in [0, 1], got {value!r}")
+    return v
 
 
 def require_linear(operator: Any, solver_name: str) -> None:

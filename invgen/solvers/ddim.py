@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import unstack_batch
-from invgen.solvers.ddpm import check_steps, check_unit, schedule, start
+from invgen.solvers.base import check_steps, check_unit, unstack_batch
+from invgen.solvers.ddpm import schedule, start
 
 
 def ddim_step(x: Tensor, x0: Tensor, sigma: float, sigma_next: float, eta: float, noise: Tensor | None) -> Tensor:

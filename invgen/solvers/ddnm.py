@@ -40,8 +40,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.errors import RangeError
-from invgen.solvers.base import stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
 from invgen.solvers.ddrm import check_svd_problem
 from invgen.solvers.schedules import prior_sigmas
 
@@ -95,10 +94,8 @@ def ddnm(
     Shape:
         y: ``(B, ...)`` as the operator produces it.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"ddnm: steps must be an integer >= 1, got {steps!r}")
-    if not (math.isfinite(float(eta)) and 0.0 <= float(eta) <= 1.0):
-        raise RangeError(f"ddnm: eta must lie in [0, 1], got {eta}")
+    check_steps(steps, "ddnm")
+    check_unit(eta, "eta", "ddnm")
     for name, v in (("travel_length", travel_length), ("travel_repeat", travel_repeat)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"ddnm: {name} must be an integer >= 1, got {v!r}")

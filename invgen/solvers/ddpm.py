@@ -26,23 +26,8 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import unstack_batch
+from invgen.solvers.base import check_steps, unstack_batch
 from invgen.solvers.schedules import prior_sigmas
-
-
-def check_steps(steps: Any, who: str) -> int:
-    """``steps`` as an int >= 1, else a ``ValueError`` naming the solver."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{who}: steps must be an integer >= 1, got {steps!r}")
-    return steps
-
-
-def check_unit(value: Any, name: str, who: str) -> float:
-    """A float in [0, 1] (``eta``, ``zeta``), else a ``ValueError``."""
-    v = float(value)
-    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-        raise ValueError(f"{who}: {name} must lie in [0, 1], got {value!r}")
-    return v
 
 
 def schedule(prior: Any, steps: int) -> list[float]:
@@ -116,4 +101,4 @@ def ddpm(
     return unstack_batch(x, n_samples)
 
 
-__all__ = ["ancestral_step", "check_steps", "check_unit", "ddpm", "schedule", "start"]
+__all__ = ["ancestral_step", "ddpm", "schedule", "start"]

@@ -39,8 +39,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.errors import RangeError
-from invgen.solvers.base import stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
 from invgen.solvers.schedules import prior_sigmas
 
 
@@ -63,11 +62,9 @@ def check_svd_problem(operator: Any, who: str) -> float:
 
 
 def _check_options(steps: int, eta: float, eta_b: float) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"ddrm: steps must be an integer >= 1, got {steps!r}")
-    for name, v in (("eta", eta), ("eta_b", eta_b)):
-        if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 1.0):
-            raise RangeError(f"ddrm: {name} must lie in [0, 1], got {v}")
+    check_steps(steps, "ddrm")
+    check_unit(eta, "eta", "ddrm")
+    check_unit(eta_b, "eta_b", "ddrm")
 
 
 def ddrm(

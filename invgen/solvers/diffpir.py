@@ -34,8 +34,8 @@ from torch import Tensor
 from invgen.checks import check_tensor
 from invgen.errors import RangeError
 from invgen.operators.base import conjugate_gradient
-from invgen.solvers.base import stack_batch, unstack_batch
-from invgen.solvers.ddpm import check_steps, check_unit, schedule, start
+from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
+from invgen.solvers.ddpm import schedule, start
 
 
 def data_step(operator: Any, y: Tensor, x0: Tensor, rho: float, prox_steps: int = 50) -> Tensor:

@@ -36,9 +36,9 @@ from torch import Tensor
 
 from invgen.checks import check_tensor
 from invgen.errors import RangeError
-from invgen.solvers.base import stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
 from invgen.solvers.ddim import ddim_step
-from invgen.solvers.ddpm import check_steps, check_unit, schedule, start
+from invgen.solvers.ddpm import schedule, start
 
 GUIDANCE = ("norm", "squared")
 

@@ -39,8 +39,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.errors import RangeError
-from invgen.solvers.base import stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
 from invgen.solvers.ddrm import check_svd_problem
 from invgen.solvers.schedules import prior_sigmas
 
@@ -72,10 +71,8 @@ def pigdm(
     Shape:
         y: ``(B, ...)`` as the operator produces it.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"pigdm: steps must be an integer >= 1, got {steps!r}")
-    if not (math.isfinite(float(eta)) and 0.0 <= float(eta) <= 1.0):
-        raise RangeError(f"pigdm: eta must lie in [0, 1], got {eta}")
+    check_steps(steps, "pigdm")
+    check_unit(eta, "eta", "pigdm")
     check_tensor(y, "y")
     sigma_y = check_svd_problem(operator, "pigdm")
     sigmas = [*prior_sigmas(prior, steps).tolist(), 0.0]
