@@ -40,8 +40,8 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
-from invgen.solvers.ddrm import check_svd_problem
+from invgen.solvers.base import check_steps, check_unit, unstack_batch
+from invgen.solvers.ddrm import check_svd_problem, spectral_setup
 from invgen.solvers.schedules import prior_sigmas
 
 
@@ -108,11 +108,8 @@ def ddnm(
     def level(k: int) -> float:  # level index k in [-1, steps - 1] -> noise level (k = -1: clean)
         return sig_list[steps - 1 - k] if k >= 0 else 0.0
 
-    ys = stack_batch(y, n_samples)
-    x_shape = tuple(operator.input_shape(tuple(ys.shape)))
+    x_shape, uty, s = spectral_setup(operator, y, n_samples)
     kw = {"dtype": y.dtype, "device": y.device}
-    uty = operator.svd_ut(ys)
-    s = operator.singulars(uty).expand_as(uty)
     seen = s > 0
     s_safe = torch.where(seen, s, torch.ones_like(s))
     ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))

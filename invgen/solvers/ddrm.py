@@ -61,6 +61,18 @@ def check_svd_problem(operator: Any, who: str) -> float:
     return float(noise.std)
 
 
+def spectral_setup(operator: Any, y: Tensor, n_samples: int) -> tuple[tuple[int, ...], Tensor, Tensor]:
+    """Batch ``y`` for ``n_samples`` chains (:func:`stack_batch` order) and move it to spectral coordinates.
+
+    Returns:
+        ``(x_shape, uty, s)``: the shape of the ``N * B`` stacked states, ``U^T y`` of the stacked observations and
+        the singular values expanded to its shape (zero on the null space).
+    """
+    ys = stack_batch(y, n_samples)
+    uty = operator.svd_ut(ys)
+    return tuple(operator.input_shape(tuple(ys.shape))), uty, operator.singulars(uty).expand_as(uty)
+
+
 def _check_options(steps: int, eta: float, eta_b: float) -> None:
     check_steps(steps, "ddrm")
     check_unit(eta, "eta", "ddrm")
@@ -100,12 +112,8 @@ def ddrm(
     check_tensor(y, "y")
     sigma_y = check_svd_problem(operator, "ddrm")
     sigmas = [*prior_sigmas(prior, steps).tolist(), 0.0]
-    ys = stack_batch(y, n_samples)
-    x_shape = tuple(operator.input_shape(tuple(ys.shape)))
+    x_shape, uty, s = spectral_setup(operator, y, n_samples)
     kw = {"dtype": y.dtype, "device": y.device}
-
-    uty = operator.svd_ut(ys)
-    s = operator.singulars(uty).expand_as(uty)
     seen = s > 0
     s_safe = torch.where(seen, s, torch.ones_like(s))
     ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))

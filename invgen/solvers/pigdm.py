@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
-from invgen.solvers.ddrm import check_svd_problem
+from invgen.solvers.base import check_steps, check_unit, unstack_batch
+from invgen.solvers.ddrm import check_svd_problem, spectral_setup
 from invgen.solvers.schedules import prior_sigmas
 
 
@@ -76,11 +76,8 @@ def pigdm(
     check_tensor(y, "y")
     sigma_y = check_svd_problem(operator, "pigdm")
     sigmas = [*prior_sigmas(prior, steps).tolist(), 0.0]
-    ys = stack_batch(y, n_samples)
-    x_shape = tuple(operator.input_shape(tuple(ys.shape)))
+    x_shape, uty, s = spectral_setup(operator, y, n_samples)
     kw = {"dtype": y.dtype, "device": y.device}
-    uty = operator.svd_ut(ys)
-    s = operator.singulars(uty).expand_as(uty)
 
     x = torch.full(x_shape, 0.5, **kw) + sigmas[0] * torch.randn(x_shape, generator=generator, **kw)
     for sig, nxt in itertools.pairwise(sigmas):
