@@ -102,6 +102,13 @@ def grid_covariance(
     return std**2 * torch.kron(r, k) + nugget**2 * torch.eye(c * h * w, dtype=torch.float64)
 
 
+def sample_device(n: int, generator: torch.Generator | None, device: str | torch.device | None) -> Any:
+    """Check a sample count and choose the device to draw on: ``device``, else the generator's, else the CPU."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+    return device if device is not None else (generator.device if generator is not None else "cpu")
+
+
 class Gaussian(Prior):
     """Gaussian prior ``N(mean, cov)`` on images of one shape, exact in all four capabilities.
 
@@ -198,9 +205,7 @@ class Gaussian(Prior):
         device: str | torch.device | None = None,
     ) -> Tensor:
         """Draw ``n`` images from the prior (not clamped to [0, 1]). Shape: -> ``(n, C, H, W)``."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected an integer >= 1, got {n!r}")
-        dev = device if device is not None else (generator.device if generator is not None else "cpu")
+        dev = sample_device(n, generator, device)
         z = torch.randn(n, self.d, generator=generator, dtype=torch.float64, device=dev)
         return self.decode(z).to(dtype)
 

@@ -21,7 +21,15 @@ from torch import Tensor
 
 from invgen.errors import RangeError, ShapeError
 from invgen.priors.base import Prior
-from invgen_plugins.analytic.gaussian import MAX_DIM, check_covariance, flatten, grid_covariance, image_shape_of, sigma2
+from invgen_plugins.analytic.gaussian import (
+    MAX_DIM,
+    check_covariance,
+    flatten,
+    grid_covariance,
+    image_shape_of,
+    sample_device,
+    sigma2,
+)
 
 
 class GMM(Prior):
@@ -137,9 +145,7 @@ class GMM(Prior):
         device: str | torch.device | None = None,
     ) -> Tensor:
         """Draw ``n`` exact samples (not clamped to [0, 1]). Shape: -> ``(n, C, H, W)``."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected an integer >= 1, got {n!r}")
-        dev = device if device is not None else (generator.device if generator is not None else "cpu")
+        dev = sample_device(n, generator, device)
         like = torch.empty(0, device=dev)
         pi, mu, lam, q = self._p(like)
         comp = torch.multinomial(pi, n, replacement=True, generator=generator)
