@@ -42,6 +42,20 @@ def solver(name: str, **options: Any) -> Solver:
     return registry.get("solvers", name).create(**options)
 
 
+def dataset(name: str, **kwargs: Any) -> Any:
+    """Build a registered dataset: ``dataset("bsd68")``, ``dataset("mnist", split="test")``, ``dataset("folder",
+    path="imgs/")``; returns an :class:`invgen.data.base.Dataset` of ``(C, H, W)`` images in [0, 1].
+
+    Registered sets read from ``root=`` (default ``INVGEN_DATA``) and check their files' SHA-256 (``verify=True``).
+    """
+    return registry.get("datasets", name).create(**kwargs)
+
+
+def list_datasets() -> list[str]:
+    """Names of every registered dataset."""
+    return registry.names("datasets")
+
+
 def list_operators() -> list[str]:
     """Names of every registered operator."""
     return registry.names("operators")

@@ -139,13 +139,124 @@ def register_operators(register: Callable[..., None]) -> None:
         register(name, _lazy(path), linear=linear, examples=examples, description=description)
 
 
+# what a solver asks of the operator beyond "any": "linear", or "svd" (linear with a cheap SVD)
+SOLVER_OPERATORS: dict[str, str] = {
+    "pinv": "linear",
+    "tikhonov": "linear",
+    "tv": "linear",
+    "ddrm": "svd",
+    "ddnm": "svd",
+    "pigdm": "svd",
+}
+
+
 @hookimpl
 def register_solvers(register: Callable[..., None]) -> None:
     for name, path, needs, description in SOLVERS:
-        register(name, _solver_factory(name, path, needs), needs=needs, description=description)
+        register(
+            name,
+            _solver_factory(name, path, needs),
+            needs=needs,
+            operators=SOLVER_OPERATORS.get(name, "any"),
+            description=description,
+        )
 
 
 @hookimpl
 def register_metrics(register: Callable[..., None]) -> None:
     for name, path, higher, description in METRICS:
         register(name, _lazy(path), higher_is_better=higher, description=description)
+
+
+# name, factory, description, shape (C, H, W) or None when sizes vary, files (globs relative to the data root).
+# invgen/data/sets.py SPECS holds the same rows (tests/test_datasets.py checks they agree); each factory takes
+# root=None (INVGEN_DATA) and verify=True, the three ML sets also split="test".
+DATASETS: list[tuple[str, str, str, tuple[int, int, int] | None, tuple[str, ...]]] = [
+    (
+        "mnist",
+        "invgen.data.sets:mnist",
+        "MNIST digits (test 10000 / train 60000), 28x28 padded by 2 to 1x32x32; ids are split indices '00000'...",
+        (1, 32, 32),
+        ("mnist/*-idx?-ubyte.gz",),
+    ),
+    (
+        "fashion-mnist",
+        "invgen.data.sets:fashion_mnist",
+        "Fashion-MNIST (test 10000 / train 60000), 28x28 padded by 2 to 1x32x32; ids are split indices '00000'...",
+        (1, 32, 32),
+        ("fashion-mnist/*-idx?-ubyte.gz",),
+    ),
+    (
+        "cifar10",
+        "invgen.data.sets:cifar10",
+        "CIFAR-10 (test 10000 / train 50000) from the JPEG archive (quality ~75, lossy), 3x32x32, ordered by "
+        "(class, file); ids are split indices '00000'...",
+        (3, 32, 32),
+        ("cifar10/cifar10_jpg.tar.gz",),
+    ),
+    (
+        "set5",
+        "invgen.data.sets:set5",
+        "Set5 super-resolution test set: the 5 HR ground-truth images of eval/Set5/HR (LR_bicubic/ is not read), "
+        "RGB, 228x344 to 512x512",
+        None,
+        ("eval/Set5/HR/*.png",),
+    ),
+    (
+        "set14",
+        "invgen.data.sets:set14",
+        "Set14 (the colour CSet14 files): 14 test images, RGB (the gray 'bridge' repeated to 3 channels), "
+        "250x361 to 720x576",
+        None,
+        ("eval/Set14/*.png",),
+    ),
+    (
+        "set12",
+        "invgen.data.sets:set12",
+        "Set12 denoising test set (DnCNN): 12 gray images, 7 at 256x256 and 5 at 512x512",
+        None,
+        ("eval/Set12/*.png",),
+    ),
+    (
+        "bsd68",
+        "invgen.data.sets:bsd68",
+        "BSD68 denoising test set (DnCNN): 68 gray clean images, 321x481 or 481x321",
+        None,
+        ("eval/BSD68/*.png",),
+    ),
+    (
+        "cbsd68",
+        "invgen.data.sets:cbsd68",
+        "CBSD68 (FFDNet): the 68 BSD68 clean images in colour, RGB 321x481 or 481x321",
+        None,
+        ("eval/CBSD68/*.png",),
+    ),
+    (
+        "kodak24",
+        "invgen.data.sets:kodak24",
+        "Kodak24 (FFDNet test set): the 24 Kodak photos as 500x500 RGB crops",
+        (3, 500, 500),
+        ("eval/Kodak24/*.png",),
+    ),
+    (
+        "ffhq256-100",
+        "invgen.data.sets:ffhq256_100",
+        "100 FFHQ face photos 256x256 RGB (the DAPS demo subset; FFHQ licence BY-NC-SA)",
+        (3, 256, 256),
+        ("eval/FFHQ256_100/*.png",),
+    ),
+    (
+        "folder",
+        "invgen.data.sets:folder",
+        "any folder of PNG/JPEG images: folder(path, recursive=False, verify=False); sorted by file name, ids are the "
+        "file stems",
+        None,
+        (),
+    ),
+]
+
+
+@hookimpl
+def register_datasets(register: Callable[..., None]) -> None:
+    for name, path, description, shape, files in DATASETS:
+        register(name, _lazy(path), description=description, shape=shape, files=files)

@@ -125,6 +125,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(trainer.run(parser.parse_args(args.options)) or 0)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``invgen bench validate|plan|degrade|run|report``."""
+    from invgen.bench.suite import SuiteError, load_suite
+
+    try:
+        if args.bench_command == "report":
+            from invgen.bench.report import write_report
+
+            out = args.out or (str(args.db) + ".report")
+            written = write_report(args.db, out, suite=args.suite)
+            n = sum(len(v) for v in written.values())
+            print(f"wrote {n} files to {out} ({', '.join(f'{len(v)} {k}' for k, v in written.items())})")
+            return 0
+        suite = load_suite(args.suite)
+    except SuiteError as exc:
+        print(f"invgen bench: {exc}", file=sys.stderr)
+        return 2
+    if args.bench_command == "validate":
+        print(
+            f"{suite.source}: valid suite {suite.name!r} with {len(suite.cells)} cells ({len(suite.skipped)} skipped)"
+        )
+        return 0
+    if args.bench_command == "plan":
+        print(suite.plan())
+        return 0
+    from invgen.bench.runner import default_data_dir, freeze_suite, run_suite
+
+    db = args.db or f"{suite.name}.sqlite"
+    data_dir = args.frozen or default_data_dir(db)
+    if args.bench_command == "degrade":
+        frozen = freeze_suite(suite, data_dir, progress=True)
+        print(f"{len(frozen)} frozen observation sets in {data_dir}")
+        return 0
+    summary = run_suite(
+        suite, db, data_dir=data_dir, executor=args.executor, device=args.device, progress=not args.no_progress,
+        ray_address=args.ray_address,
+    )  # fmt: skip
+    print(
+        f"run {summary.run_id}: {summary.cells} cells, {summary.blocks_run} blocks run ({summary.images_run} images), "
+        f"{summary.blocks_skipped} already done, {summary.seconds:.1f} s -> {summary.db}"
+    )
+    if args.report:
+        from invgen.bench.report import write_report
+
+        write_report(db, args.report, suite=suite.name)
+        print(f"report in {args.report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invgen",
@@ -149,6 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trainer", help="a registered trainer (see invgen plugins)")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options of the trainer")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmark suites: validate, plan, degrade, run, report")
+    bench = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
+    for action, text in (
+        ("validate", "check a suite file (line and reason of the first problem)"),
+        ("plan", "list the cells of a suite and the skipped combinations"),
+        ("degrade", "freeze the suite's observations y (once; every solver then reads the same y)"),
+        ("run", "run or resume a suite into a SQLite database"),
+    ):
+        q = bench.add_parser(action, help=text)
+        q.add_argument("suite", help="a suite file or a shipped suite's name (benchmarks/suites)")
+        if action in ("degrade", "run"):
+            q.add_argument("--db", help="result database (default: ./SUITE.sqlite)")
+            q.add_argument("--frozen", help="folder of frozen observations (default: DB.frozen)")
+        if action == "run":
+            q.add_argument("--executor", choices=("local", "ray"), default="local")
+            q.add_argument("--ray-address", help="Ray cluster address (default: a local instance or RAY_ADDRESS)")
+            q.add_argument("--device", help="override the suite's device (cpu, cuda)")
+            q.add_argument("--no-progress", action="store_true", help="no progress bar")
+            q.add_argument("--report", help="write the report to this folder after the run")
+        q.set_defaults(func=cmd_bench)
+    q = bench.add_parser("report", help="write markdown/CSV tables and PNG plots and grids from a database")
+    q.add_argument("db", help="result database")
+    q.add_argument("--out", help="output folder (default: DB.report)")
+    q.add_argument("--suite", help="only this suite's cells")
+    q.set_defaults(func=cmd_bench)
     return parser
 
 

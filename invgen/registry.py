@@ -46,14 +46,17 @@ class HookSpecs:
 
         ``factory(**kwargs)`` builds the prior (loading weights only then). ``capabilities`` lists what the prior
         offers among ``denoiser``, ``score``, ``log_density`` and ``generator``, so listing needs no loading.
+        Optional ``image_shape=(C, H, W)`` (None: any size) and ``datasets=(...)`` (registered dataset names the
+        prior models) let benchmark suites match priors to datasets (``priors: auto``) without loading them.
         """
 
     @hookspec
     def register_solvers(self, register: Callable[..., None]) -> None:
-        """Register solvers: ``register(name, factory, needs=(...), description=...)``.
+        """Register solvers: ``register(name, factory, needs=(...), operators="any", description=...)``.
 
         ``factory(**options)`` returns an :class:`invgen.solvers.base.Solver`; ``needs`` are the capabilities the
-        solver requires of a prior (an empty tuple for baselines that use none).
+        solver requires of a prior (an empty tuple for baselines that use none); ``operators`` is what it requires
+        of the operator: ``"any"`` (default), ``"linear"`` or ``"svd"`` (linear with a cheap SVD).
         """
 
     @hookspec
@@ -66,7 +69,11 @@ class HookSpecs:
 
     @hookspec
     def register_datasets(self, register: Callable[..., None]) -> None:
-        """Register datasets: ``register(name, factory, description=...)``; ``factory(**kw)`` returns the dataset."""
+        """Register datasets: ``register(name, factory, description=..., shape=(C, H, W) or None, files=...)``.
+
+        ``factory(**kw)`` returns an :class:`invgen.data.base.Dataset`; ``shape`` is the fixed image shape (None
+        when sizes vary) and ``files`` the data files it reads, relative to the data root.
+        """
 
     @hookspec
     def register_metrics(self, register: Callable[..., None]) -> None:

@@ -1,5 +1,26 @@
-"""Datasets read from ``INVGEN_DATA`` (MNIST/Fashion-MNIST IDX, CIFAR-10 JPEG archive)."""
+"""Datasets read from ``INVGEN_DATA``: registered, checksum-verified image sets and the raw array readers.
 
-from invgen.data.datasets import cifar10, data_root, fashion_mnist, load_dataset, mnist
+``invgen.dataset(name)`` builds a registered :class:`Dataset` (``mnist``, ``fashion-mnist``, ``cifar10``, ``set5``,
+``set14``, ``set12``, ``bsd68``, ``cbsd68``, ``kodak24``, ``ffhq256-100``, ``folder``); ``mnist``/``fashion_mnist``/
+``cifar10`` here return whole splits as tensors.
+"""
 
-__all__ = ["cifar10", "data_root", "fashion_mnist", "load_dataset", "mnist"]
+from invgen.data.base import Dataset, UnknownIdError, from_config
+from invgen.data.datasets import DataNotFoundError, cifar10, data_root, fashion_mnist, load_dataset, mnist
+from invgen.data.sets import folder, read_image
+from invgen.data.verify import DataChecksumError
+
+__all__ = [
+    "DataChecksumError",
+    "DataNotFoundError",
+    "Dataset",
+    "UnknownIdError",
+    "cifar10",
+    "data_root",
+    "fashion_mnist",
+    "folder",
+    "from_config",
+    "load_dataset",
+    "mnist",
+    "read_image",
+]

@@ -90,26 +90,47 @@ def cifar10(split: str = "train", root: str | os.PathLike | None = None) -> tupl
     Returns:
         images ``(N, 3, 32, 32)`` in [0, 1] and labels ``(N,)``.
     """
-    from PIL import Image
-
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     archive = data_root(root) / "cifar10" / "cifar10_jpg.tar.gz"
+    images, labels = read_cifar10_archive(archive, split)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(), torch.from_numpy(labels)
+
+
+def read_cifar10_archive(archive: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one split of the CIFAR-10 JPEG archive, ordered by (class name, file name).
+
+    Returns:
+        images ``(N, 32, 32, 3)`` uint8 and labels ``(N,)`` int64.
+    """
+    jpegs, labels = read_cifar10_jpegs(archive, split)
+    return np.stack([decode_jpeg(data) for data in jpegs]), labels
+
+
+def read_cifar10_jpegs(archive: str | os.PathLike, split: str) -> tuple[list[bytes], np.ndarray]:
+    """The undecoded JPEG files of one split of the CIFAR-10 archive, ordered by (class name, file name), and labels."""
+    archive = Path(archive)
     if not archive.is_file():
         raise DataNotFoundError(f"missing CIFAR-10 archive {str(archive)!r}")
-    images, labels, names = [], [], []
+    jpegs, labels, names = [], [], []
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             parts = member.name.split("/")
             if not member.isfile() or len(parts) != 3 or parts[0] != split or not parts[2].endswith(".jpg"):
                 continue
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            jpegs.append(tar.extractfile(member).read())  # type: ignore[union-attr]
             labels.append(CIFAR10_CLASSES.index(parts[1]))
             names.append((parts[1], parts[2]))
     order = sorted(range(len(names)), key=lambda i: names[i])
-    x = torch.from_numpy(np.stack([images[i] for i in order])).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.contiguous(), torch.tensor([labels[i] for i in order])
+    return [jpegs[i] for i in order], np.array([labels[i] for i in order], dtype=np.int64)
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """Decode an image file's bytes to ``(H, W, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 _READERS = {"mnist": mnist, "fashion-mnist": fashion_mnist, "cifar10": cifar10}

@@ -32,12 +32,18 @@ def _diffusers(path: str | Path, device: str = "cpu", dtype=None, **kw):
 
 @invgen.hookimpl
 def register_priors(register):
-    for name in sorted(p.name for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
+    import json
+
+    for folder in sorted(p for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
+        config = json.loads((folder / "config.json").read_text())  # a small file: listing stays cheap
+        trained_on = config.get("training", {}).get("dataset")
         register(
-            name,
-            _pretrained(name),
+            folder.name,
+            _pretrained(folder.name),
             capabilities=("denoiser", "score"),
-            description=f"diffusion UNet trained on {name.removeprefix('diffusion-')}",
+            image_shape=tuple(config["image_shape"]),
+            datasets=(trained_on,) if trained_on else (),
+            description=f"diffusion UNet trained on {trained_on or folder.name.removeprefix('diffusion-')}",
         )
     register(
         "diffusers",
