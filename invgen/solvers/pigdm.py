@@ -27,6 +27,15 @@ sigma_{t-1}^2 / sigma_t^2)``. This is the paper's guided score (weight 1) plugge
 reproduces the exact posterior whenever the Gaussian approximation of ``p(x_0 | x_t)`` is exact. Defaults: 100
 steps and ``eta = 1``, as in the paper's experiments. Start: ``0.5 + sigma_max n``. NFE: one batched denoiser call
 (with its backward pass) per step.
+
+Clipping (``clip=True``, the default). The guidance is scaled by ``sigma_t^2``; with an exact denoiser
+``sigma_t^2 dD/dx = Cov[x_0 | x_t]`` stays bounded, but a learned epsilon-network's Jacobian error is multiplied by
+``sigma_t^2`` (about 6000 at a VP prior's ``sigma_max`` near 78), so ``x_0_y`` explodes and the chain diverges
+(measured with ``diffusion-mnist``: NaN from the first steps). ``clip`` clamps ``x_0_y`` to the image range [0, 1]
+(the "clip denoised" practice of DDPM/DDIM codebases), which keeps the chain finite until the noise level where
+the Jacobian is accurate. On MNIST SR x4 (8 images, 50 steps, N = 2) it gives PSNR 19.2 dB / LPIPS 0.021;
+without it the chain diverges. With the exact GMM oracle the clamp is inactive (its posterior means lie in
+[0, 1]), so the exactness figures are those of the unclipped algorithm.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ def pigdm(
     generator: torch.Generator,
     steps: int = 100,
     eta: float = 1.0,
+    clip: bool = True,
 ) -> Tensor:
     """PiGDM posterior sampling: DDIM on the pseudoinverse-guided score (module docstring).
 
@@ -64,6 +74,7 @@ def pigdm(
         generator: the random generator.
         steps: number of denoising steps on the prior's schedule (``prior_sigmas``).
         eta: DDIM noise parameter in [0, 1] (0: deterministic, 1: ancestral).
+        clip: clamp the guided estimate ``x_0_y`` to [0, 1] at every step (module docstring).
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -90,6 +101,8 @@ def pigdm(
                 v = operator.svd_v(torch.where(s > 0, w, torch.zeros_like(w)))
             (g,) = torch.autograd.grad(x0, xg, grad_outputs=v)
         x0_y = x0.detach() + sig**2 * g
+        if clip:
+            x0_y = x0_y.clamp(0.0, 1.0)
         c = eta * nxt * math.sqrt(max(1 - nxt**2 / sig**2, 0.0))
         noise = torch.randn(x_shape, generator=generator, **kw)
         x = x0_y + math.sqrt(max(nxt**2 - c**2, 0.0)) * (x - x0_y) / sig + c * noise
