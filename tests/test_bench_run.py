@@ -132,6 +132,12 @@ def test_frozen_observations_are_checked(tmp_path):
     fz.task = {**fz.task, "options": {**fz.task["options"], "seed": 4}}
     with pytest.raises(FrozenDataError, match="no longer reproduces its frozen response"):
         fz.operator()
+    # freezing again elsewhere gives the same content digest (the cell ids), whatever the file layout
+    from invgen.bench.runner import freeze_suite
+    from invgen.bench.suite import parse_suite as _parse
+
+    again = freeze_suite(_parse(_suite(folder, solvers="  - pinv\n")), tmp_path / "again")
+    assert {f.path.name: f.content for f in again.values()}[path.name] == fz.content
     # a tampered file fails its checksum
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 0xFF

@@ -192,7 +192,7 @@ def plan_blocks(
     skipped = 0
     for cell in _ordered(suite.cells):
         fz = frozen[(cell.dataset.label, cell.task.name, cell.seed)]
-        cfg = cell.config(fz.sha256)
+        cfg = cell.config(fz.content)
         cfg["batch"] = suite.batch
         from invgen.bench.suite import canonical_hash
 

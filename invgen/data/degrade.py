@@ -55,7 +55,9 @@ class Frozen:
 
     Attributes:
         path: the safetensors file.
-        sha256: its checksum (part of every benchmark cell's id).
+        sha256: its checksum (the integrity check against the manifest).
+        content: the digest of its tensors and metadata, independent of the file layout (safetensors does not
+            order its header deterministically), part of every benchmark cell's id.
         ids: image ids in dataset order.
         x: ground truths by id, ``(C, H, W)``.
         y: observations by id (the operator's output shape without the batch dimension).
@@ -64,6 +66,7 @@ class Frozen:
 
     path: Path
     sha256: str
+    content: str
     ids: list[str]
     x: dict[str, Tensor]
     y: dict[str, Tensor]
@@ -184,9 +187,16 @@ def load_frozen(path: str | os.PathLike) -> Frozen:
         for k in tensors
         if k.startswith("probe_in/")
     }
+    identity = {k: v for k, v in meta.items() if k != "invgen_version"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key].contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes())
     return Frozen(
         path=path,
         sha256=actual,
+        content=digest.hexdigest(),
         ids=ids,
         x={i: tensors[f"x/{i}"] for i in ids},
         y={i: tensors[f"y/{i}"] for i in ids},
