@@ -135,3 +135,19 @@ def test_shipped_suites_are_valid(name):
 def test_unknown_suite_file():
     with pytest.raises(SuiteError, match="neither a file nor a shipped suite"):
         load_suite("no-such-suite")
+
+
+def test_cli_validate_and_plan(tmp_path, capsys):
+    from invgen.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE)
+    assert main(["bench", "validate", str(good)]) == 0
+    assert f"{good}: valid suite 't' with 10 cells (1 skipped)" in capsys.readouterr().out
+    assert main(["bench", "plan", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("suite t: 10 cells") and "mnist/blur/ddrm: needs an operator with an SVD" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("count: 3", "count: -1"))
+    assert main(["bench", "validate", str(bad)]) == 2
+    assert f"invgen bench: {bad}:6: count: expected an integer >= 1, got -1" in capsys.readouterr().err
