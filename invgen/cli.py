@@ -125,6 +125,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(trainer.run(parser.parse_args(args.options)) or 0)
 
 
+def _parse_value(text: str) -> object:
+    """``--option k=v`` values: JSON when it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    """``invgen solve``: sample the posterior of one image and write samples, mean, std, contact sheet, metrics."""
+    from invgen.errors import InvgenError
+    from invgen.tasks import TaskOptions, solve_image
+
+    solver_options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"invgen solve: --option expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        solver_options[key] = _parse_value(value)
+    if args.steps is not None:
+        solver_options["steps"] = args.steps
+    options = TaskOptions(
+        scale=args.scale, sr_kernel=args.sr_kernel, mask=args.mask, box_size=args.box_size, ratio=args.ratio,
+        mask_seed=args.mask_seed, blur=args.blur, blur_sigma=args.blur_sigma, blur_size=args.blur_size,
+        threshold=args.threshold, noise=args.noise,
+    )  # fmt: skip
+    try:
+        info = solve_image(
+            args.image, args.task, args.prior, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
+            degrade=args.degrade, reference=args.reference, options=options, solver_options=solver_options,
+            device=args.device,
+        )  # fmt: skip
+    except (InvgenError, FileNotFoundError, TypeError) as exc:
+        print(f"invgen solve: {exc}", file=sys.stderr)
+        return 2
+    line = f"{info['solver']['name']} on {info['prior']}: {info['n_samples']} samples, {info['nfe']} NFE, "
+    line += f"{info['seconds']:.2f} s -> {args.out}"
+    if "metrics" in info:
+        m = info["metrics"]["mean"]
+        line += " | mean: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items())
+    print(line)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``invgen bench validate|plan|degrade|run|report``."""
     from invgen.bench.suite import SuiteError, load_suite
@@ -198,6 +243,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trainer", help="a registered trainer (see invgen plugins)")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options of the trainer")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "solve",
+        help="sample the posterior of one image: samples, mean, std map, contact sheet (and metrics.json)",
+        description="Sample p(x | y) for one image file. IMAGE is the observation y, or with --degrade a clean image "
+        "that the task's operator degrades first (seeded). Writes sample_XXX.png, mean.png, std.png (divided by its "
+        "max, stored in info.json), observation.png, contact_sheet.png, info.json and, with a reference (or "
+        "--degrade), metrics.json.",
+    )
+    p.add_argument("--image", required=True, help="PNG/JPEG: the observation, or the clean image with --degrade")
+    p.add_argument("--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur"))
+    p.add_argument("--prior", required=True, help="a registered prior (invgen plugins)")
+    p.add_argument("--solver", help="a registered solver (default: the best the prior supports)")
+    p.add_argument("-n", type=int, default=8, help="posterior samples (default 8)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--degrade", action="store_true", help="IMAGE is clean: apply the task's operator and noise first")
+    p.add_argument("--reference", help="a clean image to score against (metrics.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="the solver's steps")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a solver option (repeatable)")
+    p.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std of y on the [0, 1] scale")
+    p.add_argument("--scale", type=int, default=4, help="sr: the factor")
+    p.add_argument("--sr-kernel", default="block", choices=("block", "bicubic"), help="sr: the downsampling")
+    p.add_argument("--mask", default="box", help="inpaint: box, random, freeform, half, or a mask file (1 = seen)")
+    p.add_argument("--box-size", type=float, help="inpaint box: pixels (>= 1) or a fraction of the side")
+    p.add_argument("--ratio", type=float, default=0.7, help="inpaint random: the missing fraction")
+    p.add_argument("--mask-seed", type=int, default=0, help="seed of random/freeform masks and motion kernels")
+    p.add_argument("--blur", default="gaussian", help="deblur: gaussian, motion or a kernel file")
+    p.add_argument("--blur-sigma", type=float, default=1.5, help="deblur gaussian: the std in pixels")
+    p.add_argument("--blur-size", type=int, help="deblur: the kernel size")
+    p.add_argument("--threshold", type=float, default=0.2, help="sketch: the edge threshold of the operator")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("bench", help="benchmark suites: validate, plan, degrade, run, report")
     bench = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)

@@ -1,0 +1,321 @@
+"""The named tasks of ``invgen solve`` and the files it writes.
+
+A *task* is an operator with its options and noise, described by command-line words: ``colorize``, ``sr``,
+``inpaint``, ``sketch``, ``denoise``, ``deblur``. :func:`build_task` makes the operator; :func:`solve_image` reads
+an observation (or a clean image with ``degrade=True``), samples the posterior and writes each sample, the
+posterior mean, the per-pixel standard deviation, a contact sheet and, with a reference, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from invgen.errors import InvgenError, ShapeError
+
+TASKS = ("colorize", "sr", "inpaint", "sketch", "denoise", "deblur")
+
+
+class TaskError(InvgenError, ValueError):
+    """A task was asked for with options or an image it cannot take."""
+
+
+@dataclass
+class TaskOptions:
+    """Options of the command-line tasks (each task reads the ones it uses)."""
+
+    scale: int = 4
+    sr_kernel: str = "block"
+    mask: str = "box"
+    box_size: float | None = None
+    ratio: float = 0.7
+    mask_seed: int = 0
+    blur: str = "gaussian"
+    blur_sigma: float = 1.5
+    blur_size: int | None = None
+    threshold: float = 0.2
+    noise: float = 0.05
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_task(task: str, options: TaskOptions, channels: int) -> Any:
+    """The operator (with Gaussian noise ``options.noise``) of a named task for images with ``channels`` channels."""
+    import invgen
+
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    noise = {"name": "gaussian", "std": float(options.noise)}
+    if task == "colorize":
+        if channels != 3:
+            raise TaskError(f"colorize needs a colour (3-channel) prior, the prior has {channels} channel(s)")
+        return invgen.operator("colorize", noise=noise)
+    if task == "sr":
+        return invgen.operator("superres", scale=options.scale, kernel=options.sr_kernel, noise=noise)
+    if task == "denoise":
+        return invgen.operator("identity", noise=noise)
+    if task == "deblur":
+        if options.blur == "gaussian":
+            kw: dict[str, Any] = {"sigma": options.blur_sigma}
+            if options.blur_size is not None:
+                kw["size"] = options.blur_size
+        elif options.blur == "motion":
+            kw = {"size": options.blur_size or 9, "seed": options.mask_seed}
+        else:
+            kw = {}
+        return invgen.operator("blur", kernel=options.blur, noise=noise, **kw)
+    if task == "sketch":
+        return invgen.operator("sketch", threshold=options.threshold, channels=channels, noise=noise)
+    # inpaint
+    kind = options.mask
+    if kind == "box":
+        kw = {"box_size": options.box_size if options.box_size is not None else 0.5}
+    elif kind == "random":
+        kw = {"ratio": options.ratio, "seed": options.mask_seed}
+    elif kind == "freeform":
+        kw = {"seed": options.mask_seed}
+    elif kind == "half":
+        kw = {}
+    else:
+        path = Path(kind)
+        if not path.is_file():
+            raise TaskError(f"--mask {kind!r}: expected box, random, freeform, half or a mask image file")
+        return invgen.operator("inpaint", mask=str(path), noise=noise)
+    return invgen.operator("inpaint", mask=kind, noise=noise, **kw)
+
+
+def _prior_shape(prior: Any) -> tuple[int, int, int] | None:
+    shape = getattr(prior, "image_shape", None)
+    return tuple(int(s) for s in shape) if shape is not None else None
+
+
+def _as_observation(img: Tensor, task: str, op: Any, prior_shape: tuple[int, int, int] | None, path: str) -> Tensor:
+    """Check that a read image is an observation of the task for the prior, with errors that say what fits."""
+    c = int(img.shape[0])
+    gray_like = c == 3 and bool((img[0] == img[1]).all() and (img[1] == img[2]).all())
+    want_c = 1 if task in ("colorize", "sketch") else (prior_shape[0] if prior_shape else c)
+    if c != want_c:
+        if want_c == 1 and gray_like:
+            img = img[:1]
+        else:
+            raise ShapeError(
+                f"{path}: the {task} task observes {want_c}-channel images for this prior, the file has {c} "
+                "channel(s) (pass --degrade to make the observation from a clean image)"
+            )
+    if prior_shape is not None:
+        x_shape = op.input_shape((1, *img.shape))
+        if tuple(x_shape[1:]) != prior_shape:
+            raise ShapeError(
+                f"{path}: a {img.shape[1]}x{img.shape[2]} observation of task {task!r} means a "
+                f"{x_shape[2]}x{x_shape[3]} image with {x_shape[1]} channel(s), but the prior is defined on "
+                f"{prior_shape[1]}x{prior_shape[2]} images with {prior_shape[0]} channel(s)"
+            )
+    return img
+
+
+def _check_clean(img: Tensor, prior_shape: tuple[int, int, int] | None, path: str) -> Tensor:
+    if prior_shape is None:
+        return img
+    c = int(img.shape[0])
+    if c != prior_shape[0]:
+        gray_like = c == 3 and bool((img[0] == img[1]).all() and (img[1] == img[2]).all())
+        if prior_shape[0] == 1 and gray_like:
+            img = img[:1]
+        elif prior_shape[0] == 3 and c == 1:
+            raise ShapeError(f"{path}: a gray image, but the prior models colour (3-channel) images")
+        else:
+            raise ShapeError(f"{path}: {c} channel(s), but the prior models {prior_shape[0]}-channel images")
+    if tuple(img.shape[1:]) != prior_shape[1:]:
+        raise ShapeError(
+            f"{path}: {img.shape[1]}x{img.shape[2]}, but the prior is defined on {prior_shape[1]}x{prior_shape[2]} "
+            "images (resize or crop it first, or use a prior that accepts any size)"
+        )
+    return img
+
+
+def save_png(x: Tensor, path: str | os.PathLike) -> None:
+    """Write ``(C, H, W)`` in [0, 1] (C = 1 or 3) as an 8-bit PNG."""
+    import numpy as np
+    from PIL import Image
+
+    arr = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    img = Image.fromarray(arr[0], mode="L") if arr.shape[0] == 1 else Image.fromarray(np.moveaxis(arr, 0, -1), "RGB")
+    img.save(path)
+
+
+def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_tile: int = 96) -> None:
+    """One row of labelled tiles ``(title, (C, H, W) in [0, 1])``, nearest-upscaled to at least ``min_tile`` px."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    h = max(int(t.shape[1]) for _, t in tiles)
+    w = max(int(t.shape[2]) for _, t in tiles)
+    k = max(1, -(-min_tile // max(h, w)))
+    pad, top = 4, 16
+    sheet = Image.new("RGB", (len(tiles) * (w * k + pad) + pad, h * k + top + pad), (235, 235, 235))
+    draw = ImageDraw.Draw(sheet)
+    for i, (title, t) in enumerate(tiles):
+        t = t.detach().cpu().clamp(0, 1)
+        if t.shape[0] == 1:
+            t = t.repeat(3, 1, 1)
+        arr = (t * 255).round().to(torch.uint8).numpy()
+        tile = Image.fromarray(np.moveaxis(arr, 0, -1), "RGB")
+        tile = tile.resize((int(t.shape[2]) * k, int(t.shape[1]) * k), Image.NEAREST)
+        x0 = pad + i * (w * k + pad)
+        sheet.paste(tile, (x0, top))
+        draw.text((x0, 2), title, fill=(0, 0, 0))
+    sheet.save(path)
+
+
+def edge_f1(samples: Tensor, sketch: Tensor, tolerance: int = 1) -> Tensor:
+    """F1 between the Canny edges of each sample and a binary sketch, with a ``tolerance``-pixel match radius.
+
+    Precision: the fraction of sample edge pixels within ``tolerance`` (Chebyshev) of a sketch edge; recall: the
+    fraction of sketch edge pixels within ``tolerance`` of a sample edge.
+
+    Shape:
+        samples: ``(B, C, H, W)`` in [0, 1]; sketch: ``(B or 1, 1, H, W)`` in {0, 1}. Returns ``(B,)``.
+    """
+    import torch.nn.functional as F
+
+    from invgen.operators.sketch import make_sketch
+
+    edges = make_sketch(samples.clamp(0, 1)) > 0.5
+    ref = (sketch > 0.5).expand(edges.shape[0], -1, -1, -1)
+    r = int(tolerance)
+
+    def dilate(m: Tensor) -> Tensor:
+        return F.max_pool2d(m.float(), 2 * r + 1, stride=1, padding=r) > 0.5 if r > 0 else m
+
+    tp_p = (edges & dilate(ref)).flatten(1).sum(1).double()
+    tp_r = (ref & dilate(edges)).flatten(1).sum(1).double()
+    n_e = edges.flatten(1).sum(1).double()
+    n_r = ref.flatten(1).sum(1).double()
+    precision = torch.where(n_e > 0, tp_p / n_e.clamp_min(1), torch.zeros_like(n_e))
+    recall = torch.where(n_r > 0, tp_r / n_r.clamp_min(1), torch.zeros_like(n_r))
+    return torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
+
+
+def solve_image(
+    image: str | os.PathLike,
+    task: str,
+    prior_name: str,
+    out: str | os.PathLike,
+    *,
+    solver: str | None = None,
+    n_samples: int = 8,
+    seed: int = 0,
+    degrade: bool = False,
+    reference: str | os.PathLike | None = None,
+    options: TaskOptions | None = None,
+    solver_options: dict[str, Any] | None = None,
+    metrics: tuple[str, ...] = ("psnr", "ssim", "lpips"),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Solve one image file: read, (degrade), sample, write files; return the summary written to ``info.json``.
+
+    Args:
+        image: the observation y (a PNG/JPEG), or a clean image with ``degrade=True`` (then the reference by default).
+        task: one of :data:`TASKS`.
+        prior_name: a registered prior.
+        out: output folder (created).
+        solver: a registered solver (default: as :func:`invgen.solve` chooses).
+        n_samples: posterior samples N.
+        degrade: apply the task's operator (and noise, seeded) to ``image`` first.
+        reference: a clean image to score against (``metrics.json``).
+        options: task options; solver_options: options of the solver.
+    """
+    import invgen
+    from invgen.data.sets import read_image
+
+    options = options or TaskOptions()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior = invgen.prior(prior_name, **({"device": device} if _accepts_device(prior_name) else {}))
+    shape = _prior_shape(prior)
+    raw = read_image(image)
+    channels = shape[0] if shape is not None else int(raw.shape[0]) if task != "colorize" else 3
+    op = build_task(task, options, channels).to(device)
+    x_ref: Tensor | None = None
+    if degrade:
+        x_ref = _check_clean(raw, shape, str(image))
+        gen = torch.Generator().manual_seed(seed)
+        y = op.measure(x_ref[None], generator=gen)[0]
+    else:
+        y = _as_observation(raw, task, op, shape, str(image))
+    if reference is not None:
+        x_ref = _check_clean(read_image(reference), shape, str(reference))
+        x_shape = op.input_shape((1, *y.shape))
+        if tuple(x_ref.shape) != tuple(x_shape[1:]):
+            raise ShapeError(f"--reference {reference}: shape {tuple(x_ref.shape)}, expected {tuple(x_shape[1:])}")
+    post = invgen.solve(
+        y[None].to(device), op, prior, solver=solver, n_samples=n_samples, seed=seed, **(solver_options or {})
+    )
+    samples = post.samples[:, 0].clamp(0, 1).cpu()  # (N, C, H, W)
+    mean = samples.mean(0)
+    std = samples.std(0, correction=1) if samples.shape[0] > 1 else torch.zeros_like(mean)  # of what is written
+    for k in range(samples.shape[0]):
+        save_png(samples[k], out / f"sample_{k:03d}.png")
+    save_png(mean, out / "mean.png")
+    std_max = float(std.max())
+    save_png(std / std_max if std_max > 0 else std, out / "std.png")
+    y_view = y if y.dim() == 3 and y.shape[0] in (1, 3) else op.pinv(y[None])[0]
+    save_png(y_view.clamp(0, 1), out / "observation.png")
+    tiles = [("y", y_view.cpu())]
+    if x_ref is not None:
+        tiles.insert(0, ("reference", x_ref))
+    tiles += [(f"sample {k + 1}", samples[k]) for k in range(min(samples.shape[0], 8))]
+    tiles += [("mean", mean), ("std/max", std / std_max if std_max > 0 else std)]
+    contact_sheet(tiles, out / "contact_sheet.png")
+    info: dict[str, Any] = {
+        "image": str(image),
+        "task": task,
+        "operator": op.config(),
+        "prior": prior_name,
+        "solver": post.solver,
+        "n_samples": n_samples,
+        "seed": seed,
+        "degrade": degrade,
+        "nfe": post.nfe,
+        "seconds": post.seconds,
+        "std_max": std_max,
+        "extras": {k: v for k, v in post.extras.items() if isinstance(v, (int, float, str))},
+    }
+    if x_ref is not None:
+        ref = x_ref[None]
+        result: dict[str, Any] = {"mean": {}, "samples": {}, "samples_mean": {}}
+        for name in metrics:
+            fn = invgen.registry.get("metrics", name).factory
+            result["mean"][name] = float(fn(mean[None], ref)[0])
+            per = fn(samples, ref.expand(samples.shape[0], -1, -1, -1))
+            result["samples"][name] = [float(v) for v in per]
+            result["samples_mean"][name] = float(per.mean())
+        if task == "sketch":
+            f1 = edge_f1(samples, (y[None] > 0.5).float())
+            result["samples"]["edge_f1"] = [float(v) for v in f1]
+            result["samples_mean"]["edge_f1"] = float(f1.mean())
+        if samples.shape[0] > 1:
+            from invgen.metrics.posterior import diversity
+
+            kind = "lpips" if min(samples.shape[-2:]) >= 32 else "l2"
+            result["diversity"] = {kind: float(diversity(samples[:, None], metric=kind)[0])}
+        (out / "metrics.json").write_text(json.dumps(result, indent=1))
+        info["metrics"] = result
+    (out / "info.json").write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+def _accepts_device(name: str) -> bool:
+    import inspect
+
+    from invgen import registry
+
+    try:
+        return "device" in inspect.signature(registry.get("priors", name).factory).parameters
+    except (TypeError, ValueError):
+        return False
