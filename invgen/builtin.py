@@ -59,6 +59,24 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("denoiser",),
         "annealed Langevin on the posterior (Song & Ermon 2019, Jalal et al. 2021)",
     ),
+    (
+        "latent_map",
+        "invgen.solvers.latent:latent_map",
+        ("generator",),
+        "latent MAP by Adam with random restarts (CSGM, Bora et al. 2017)",
+    ),
+    (
+        "latent_mala",
+        "invgen.solvers.latent:latent_mala",
+        ("generator",),
+        "Metropolis-adjusted Langevin on the latent posterior p(z | y), returns G(z); adaptive step",
+    ),
+    (
+        "latent_hmc",
+        "invgen.solvers.latent:latent_hmc",
+        ("generator",),
+        "Hamiltonian Monte Carlo on the latent posterior p(z | y), returns G(z); adaptive step",
+    ),
 ]
 
 # name, class, linear, examples [(kwargs, input shape)], description
