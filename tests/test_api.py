@@ -146,17 +146,31 @@ def test_cli_version_and_plugins():
     assert report["operators"]["sketch"]["linear"] is False
 
 
-def test_demo_quick_writes_gallery_and_table(tmp_path):
+def test_demo_quick_writes_gallery_and_table(tmp_path, monkeypatch):
+    """The demo on a fresh install: no INVGEN_DATA (ground truths sampled from the priors), no LPIPS weights."""
     from invgen.cli import main
 
+    monkeypatch.delenv("INVGEN_DATA", raising=False)
+    monkeypatch.delenv("INVGEN_LPIPS_WEIGHTS", raising=False)
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    assert (tmp_path / "exactness.png").stat().st_size > 10_000
     import json
 
-    rows = json.loads((tmp_path / "metrics.json").read_text())
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    tasks = {r["task"]: r for r in report["tasks"]}
+    assert list(tasks) == ["super-resolution x4", "inpainting (box)", "sketch-to-image", "colorization"]
+    ran = [r for r in tasks.values() if "skipped" not in r]
+    assert {r["task"] for r in ran} >= {"super-resolution x4", "inpainting (box)", "sketch-to-image"}
+    for r in ran:
+        assert r["ground truth"].startswith("DDIM samples") and r["lpips_samples"] is None
+        assert r["psnr_mean"] > 12.0, r
+    assert 0.5 < tasks["sketch-to-image"]["edge_f1"] <= 1.0
+    rows = report["exactness"]
     assert [r["task"] for r in rows] == ["inpaint (box)", "superres x2"]
     for r in rows:
         assert r["rmse_mala_vs_exact_mean"] < 0.02
         assert 0.8 < r["std_ratio_mala_over_exact"] < 1.2
         assert 0.4 < r["acceptance_rate"] < 0.7
-    assert "| inpaint (box) |" in (tmp_path / "metrics.md").read_text()
+    md = (tmp_path / "metrics.md").read_text()
+    assert "| inpaint (box) |" in md and "| sketch-to-image | diffusion-mnist | dps" in md
