@@ -6,6 +6,14 @@ Reference metrics compare a batch of predictions with a batch of ground truths a
 - :func:`ssim`: structural similarity, equal to ``skimage.metrics.structural_similarity``.
 - :func:`lpips`: LPIPS AlexNet v0.1 distance (the ``lpips`` package).
 
+Sample-quality metrics compare two *sets* of images (they are not per-image, so not in the metric registry):
+
+- :func:`frechet_distance`: "FD-<dataset>-CNN", the FID formula in the 128 features of a small CNN classifier that
+  the project trains and ships for ``mnist``, ``fashion-mnist`` and ``cifar10`` (no downloaded weights; not an FID).
+- :func:`label_consistency`: how often that classifier assigns given labels to the images.
+
+These two do range-check: the classifier only knows [0, 1] images, so clamp samples first.
+
 Posterior metrics take the ``(N, B, C, H, W)`` samples of a solve:
 
 - :func:`data_consistency`: noise-normalised residual ``||A(x) - y|| / sigma`` per sample.
@@ -28,6 +36,9 @@ Example:
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 # The submodules are cheap (torch only; lpips, torchvision and skimage are imported inside the functions that need
 # them). Importing them here binds the package attributes to the functions, not to the submodules of the same name.
 from invgen.metrics.lpips import lpips, lpips_model
@@ -35,14 +46,35 @@ from invgen.metrics.posterior import coverage, credible_interval, data_consisten
 from invgen.metrics.psnr import check_pair, psnr
 from invgen.metrics.ssim import ssim
 
+# The sample-quality metrics are bound on first use (PEP 562), so that ``python -m invgen.metrics.classifier`` (the
+# classifier's trainer) does not find its own module already imported by the package.
+_LAZY = {
+    "feature_statistics": "invgen.metrics.frechet",
+    "frechet_distance": "invgen.metrics.frechet",
+    "frechet_distance_from_statistics": "invgen.metrics.frechet",
+    "label_consistency": "invgen.metrics.classifier",
+}
+
 __all__ = [
     "check_pair",
     "coverage",
     "credible_interval",
     "data_consistency",
     "diversity",
+    "feature_statistics",
+    "frechet_distance",
+    "frechet_distance_from_statistics",
+    "label_consistency",
     "lpips",
     "lpips_model",
     "psnr",
     "ssim",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'invgen.metrics' has no attribute {name!r}")
