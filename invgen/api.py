@@ -204,9 +204,12 @@ def solve(
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     t0 = time.perf_counter()
-    samples, extras = solver(
-        counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples, generator=generator
-    )
+    # No autograd graph outside the blocks that ask for one (torch.enable_grad in DPS, PiGDM, the likelihood
+    # gradient...): without this, a network prior's activations of every step stay alive until the end.
+    with torch.no_grad():
+        samples, extras = solver(
+            counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples, generator=generator
+        )
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     seconds = time.perf_counter() - t0
