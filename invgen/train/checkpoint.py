@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,31 @@ def load_checkpoint(
     if "torch.rng_state" in tensors:
         torch.set_rng_state(tensors["torch.rng_state"])
     return meta
+
+
+def load_pretrained(
+    folder: str | Path, weights: str = "model.safetensors", device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state_dict)`` of a shipped or trained prior folder: ``config.json`` + safetensors (no pickle)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    return cfg, load_file(str(folder / weights), device=str(device))
+
+
+class LazyTrainer:
+    """A trainer entry for ``register_trainers`` whose module (``add_arguments``, ``run``) is imported on use."""
+
+    def __init__(self, module: str, description: str) -> None:
+        self.module = module
+        self.description = description
+
+    def __call__(self) -> LazyTrainer:  # the registry's factory: ``entry.create()`` returns the trainer
+        return self
+
+    def add_arguments(self, parser: Any) -> None:
+        import_module(self.module).add_arguments(parser)
+
+    def run(self, args: Any) -> Any:
+        return import_module(self.module).run(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import invgen
+from invgen.train.checkpoint import LazyTrainer
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -53,22 +54,9 @@ def register_priors(register):
     )
 
 
-class _Trainer:
-    """``invgen train diffusion``."""
-
-    description = "train a diffusion prior (epsilon-prediction UNet, VP schedule)"
-
-    @staticmethod
-    def add_arguments(parser):
-        from invgen_plugins.diffusion.train import add_arguments
-
-        add_arguments(parser)
-
-    @staticmethod
-    def run(args):
-        from invgen_plugins.diffusion.train import run
-
-        return run(args)
+_Trainer = LazyTrainer(
+    "invgen_plugins.diffusion.train", "train a diffusion prior (epsilon-prediction UNet, VP schedule)"
+)
 
 
 @invgen.hookimpl

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -68,12 +67,11 @@ class DiffusionPrior(Prior):
         weights: str = "model.safetensors",
     ) -> DiffusionPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
-        from safetensors.torch import load_file
+        from invgen.train.checkpoint import load_pretrained
 
-        folder = Path(folder)
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg, state = load_pretrained(folder, weights, device)
         net = UNet(UNetConfig.from_dict(cfg["unet"]))
-        net.load_state_dict(load_file(str(folder / weights), device=str(device)))
+        net.load_state_dict(state)
         shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None
         prior = cls(net, VPSchedule(**cfg["schedule"]), shape, name or cfg.get("name", "diffusion"))
         return prior.to(device)

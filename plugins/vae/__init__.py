@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import invgen
+from invgen.train.checkpoint import LazyTrainer
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -46,22 +47,9 @@ def register_priors(register):
         )
 
 
-class _Trainer:
-    """``invgen train vae``."""
-
-    description = "train a VAE prior (conv encoder/decoder, discretised-logistic likelihood, EMA weights)"
-
-    @staticmethod
-    def add_arguments(parser):
-        from invgen_plugins.vae.train import add_arguments
-
-        add_arguments(parser)
-
-    @staticmethod
-    def run(args):
-        from invgen_plugins.vae.train import run
-
-        return run(args)
+_Trainer = LazyTrainer(
+    "invgen_plugins.vae.train", "train a VAE prior (conv encoder/decoder, discretised-logistic likelihood, EMA weights)"
+)
 
 
 @invgen.hookimpl

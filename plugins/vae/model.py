@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -188,12 +187,11 @@ class VAEPrior(Prior):
         weights: str = "model.safetensors",
     ) -> VAEPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
-        from safetensors.torch import load_file
+        from invgen.train.checkpoint import load_pretrained
 
-        folder = Path(folder)
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg, state = load_pretrained(folder, weights, device)
         net = ConvVAE(VAEConfig.from_dict(cfg["vae"]))
-        net.load_state_dict(load_file(str(folder / weights), device=str(device)))
+        net.load_state_dict(state)
         return cls(net.requires_grad_(False), name or cfg.get("name", "vae")).to(device)
 
     def config(self) -> dict:
