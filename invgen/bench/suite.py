@@ -341,21 +341,12 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     for i, m in enumerate(metrics):
         _lookup(doc, "metrics", m, ("metrics", i))
 
-    def get(kind: str, nm: Any, path: tuple[Any, ...]) -> Any:
-        return _lookup(doc, kind, nm, path)
-
     # datasets
     datasets: list[DatasetSpec] = []
     for i, d in enumerate(_list(doc, data["datasets"], ("datasets",), "datasets")):
         path = ("datasets", i)
-        if isinstance(d, str):
-            d = {"name": d}
-        if not isinstance(d, dict):
-            raise doc.error(path, f"a dataset is a name or a mapping, got {d!r}")
-        _keys(doc, d, path, DATASET_KEYS, "dataset")
-        if "name" not in d:
-            raise doc.error(path, "a dataset needs a 'name'")
-        entry = get("datasets", d["name"], (*path, "name"))
+        d = _named_entry(doc, d, path, DATASET_KEYS, "dataset")
+        entry = _lookup(doc, "datasets", d["name"], (*path, "name"))
         options = _mapping(doc, d.get("options", {}), (*path, "options"), "options")
         if "ids" in d and ("count" in d or "start" in d):
             raise doc.error((*path, "ids"), "give either ids or count/start, not both")
@@ -395,7 +386,7 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
             if req not in t:
                 raise doc.error(path, f"a task needs {req!r}")
         tname = _name(doc, t["name"], (*path, "name"), "task name")
-        get("operators", t["operator"], (*path, "operator"))
+        _lookup(doc, "operators", t["operator"], (*path, "operator"))
         options = _mapping(doc, t.get("options", {}), (*path, "options"), "options")
         noise = t.get("noise", 0.0)
         if isinstance(noise, (int, float)) and not isinstance(noise, bool):
@@ -427,20 +418,14 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     skipped: list[tuple[str, str]] = []
     for i, s in enumerate(_list(doc, data["solvers"], ("solvers",), "solvers")):
         path = ("solvers", i)
-        if isinstance(s, str):
-            s = {"name": s}
-        if not isinstance(s, dict):
-            raise doc.error(path, f"a solver is a name or a mapping, got {s!r}")
-        _keys(doc, s, path, SOLVER_KEYS, "solver")
-        if "name" not in s:
-            raise doc.error(path, "a solver needs a 'name'")
+        s = _named_entry(doc, s, path, SOLVER_KEYS, "solver")
         optional = s.get("optional", False)
         if not isinstance(optional, bool):
             raise doc.error((*path, "optional"), f"optional: expected true or false, got {optional!r}")
         if optional and s["name"] not in registry.entries("solvers"):
             skipped.append((str(s["name"]), "optional solver not installed"))
             continue
-        entry = get("solvers", s["name"], (*path, "name"))
+        entry = _lookup(doc, "solvers", s["name"], (*path, "name"))
         options = _mapping(doc, s.get("options", {}), (*path, "options"), "options")
         try:
             entry.create(**options)
@@ -552,6 +537,18 @@ def _mapping(doc: _Located, v: Any, path: tuple[Any, ...], what: str) -> dict[st
     if not isinstance(v, dict):
         raise doc.error(path, f"{what}: expected a mapping, got {v!r}")
     return dict(v)
+
+
+def _named_entry(doc: _Located, v: Any, path: tuple[Any, ...], allowed: set[str], what: str) -> dict[str, Any]:
+    """A suite entry given as a name or as a mapping with a ``name`` and only ``allowed`` keys."""
+    if isinstance(v, str):
+        v = {"name": v}
+    if not isinstance(v, dict):
+        raise doc.error(path, f"a {what} is a name or a mapping, got {v!r}")
+    _keys(doc, v, path, allowed, what)
+    if "name" not in v:
+        raise doc.error(path, f"a {what} needs a 'name'")
+    return v
 
 
 def _keys(doc: _Located, d: dict[str, Any], path: tuple[Any, ...], allowed: set[str], what: str) -> None:
