@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from invgen.bench.store import MEAN, ImageResult, Store
-from invgen.bench.suite import Cell, Suite, load_suite
+from invgen.bench.suite import Cell, Suite, canonical_hash, load_suite
 from invgen.data.degrade import Frozen, derive_seed, freeze
 
 
@@ -193,9 +193,7 @@ def plan_blocks(
     for cell in _ordered(suite.cells):
         fz = frozen[(cell.dataset.label, cell.task.name, cell.seed)]
         cfg = cell.config(fz.content)
-        cfg["batch"] = suite.batch
-        from invgen.bench.suite import canonical_hash
-
+        cfg["batch"] = suite.batch  # blocks and their seeds depend on it
         cell_id = canonical_hash(cfg)[:16]
         store.add_cell(cell_id, suite.name, cell.key(), cfg)
         done = store.done_images(cell_id)
