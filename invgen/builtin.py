@@ -39,6 +39,7 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("pinv", "invgen.solvers.pinv:pinv", (), "pseudo-inverse A^+ y (baseline)"),
     ("tikhonov", "invgen.solvers.tikhonov:tikhonov", (), "Tikhonov / Wiener: quadratic MAP towards a constant"),
     ("tv", "invgen.solvers.tv:tv", (), "total-variation MAP by primal-dual (Chambolle-Pock) in [0, 1]"),
+    ("lasso", "invgen.solvers.lasso:lasso", (), "Lasso (l1 in the pixel basis) by FISTA: the CSGM paper's baseline"),
     ("ula", "invgen.solvers.langevin:ula", ("score",), "unadjusted Langevin on the posterior (pixel space)"),
     (
         "mala",
@@ -162,6 +163,7 @@ SOLVER_OPERATORS: dict[str, str] = {
     "pinv": "linear",
     "tikhonov": "linear",
     "tv": "linear",
+    "lasso": "linear",
     "ddrm": "svd",
     "ddnm": "svd",
     "pigdm": "svd",

@@ -206,3 +206,23 @@ def test_ray_executor_gives_the_local_results(tmp_path):
     a, b = _values(tmp_path / "local.sqlite"), _values(tmp_path / "ray.sqlite")
     assert a.keys() == b.keys() and len(a) == 2 * 2 * 4 * 4 * 2
     np.testing.assert_allclose([b[k] for k in a], [a[k] for k in a], rtol=1e-5)
+
+
+def test_identity_operator_freezes_noisy_and_noiseless(tmp_path):
+    """The identity returns its input, so its probe response (and a noiseless y) once shared memory with the stored
+    input and safetensors refused to write the file (found by the `families` suite's denoising task)."""
+    folder = _images(tmp_path / "imgs", n=2)
+    text = _suite(folder, solvers="  - pinv\n").split("tasks:\n")[0] + (
+        "tasks:\n"
+        "  - {name: denoise, operator: identity, noise: 0.1}\n"
+        "  - {name: clean, operator: identity, noise: 0.0}\n"
+        "solvers:\n  - pinv\n"
+    )
+    db = tmp_path / "r.sqlite"
+    summary = run_suite(parse_suite(text), db, progress=False)
+    assert summary.images_run == 4
+    for path in sorted((tmp_path / "r.sqlite.frozen").glob("folder__*.safetensors")):
+        fz = load_frozen(path)
+        x, y = fz.x["img0"], fz.y["img0"]
+        noise = float((y - x).std())
+        assert (noise == 0.0) if "clean" in path.name else (0.08 < noise < 0.12), (path.name, noise)

@@ -247,7 +247,7 @@ def test_solve_shapes_reproducibility_and_nfe():
         assert invgen.registry.get("solvers", name).meta["needs"] == ("generator",)
     m = invgen.solve(y, op, prior, solver="latent_map", n_samples=3, seed=0, steps=20, restarts=2)
     assert m.samples.shape == (3, 2, 1, 4, 4) and m.nfe == 21, "one batched decode per Adam step, one at the end"
-    assert m.solver == {"name": "latent_map", "steps": 20, "lr": 0.05, "restarts": 2, "init": "prior"}
+    assert m.solver == {"name": "latent_map", "steps": 20, "lr": 0.05, "restarts": 2, "init": "prior", "lam": None}
     a = invgen.solve(y, op, prior, solver="latent_mala", n_samples=5, seed=3, steps=30, step_size=0.05)
     b = invgen.solve(y, op, prior, solver="latent_mala", n_samples=5, seed=3, steps=30, step_size=0.05)
     c = invgen.solve(y, op, prior, solver="latent_mala", n_samples=5, seed=4, steps=30, step_size=0.05)

@@ -135,12 +135,13 @@ def freeze(
         gen = torch.Generator().manual_seed(derive_seed(seed, dataset_label, task["name"], image_id))
         y = op.measure(x[None], generator=gen)[0]
         tensors[f"x/{image_id}"] = x.contiguous()
-        tensors[f"y/{image_id}"] = y.detach().to(torch.float32).contiguous()
+        tensors[f"y/{image_id}"] = y.detach().to(torch.float32).contiguous().clone()
         sizes.setdefault(_size_key(tuple(x.shape)), tuple(x.shape))
     for key, shape in sizes.items():
         pin = torch.rand(shape, generator=torch.Generator().manual_seed(derive_seed("probe", key)))
         tensors[f"probe_in/{key}"] = pin
-        tensors[f"probe_out/{key}"] = op(pin[None])[0].detach().to(torch.float32).contiguous()
+        # clone: the identity operator returns its input, and safetensors refuses tensors that share memory
+        tensors[f"probe_out/{key}"] = op(pin[None])[0].detach().to(torch.float32).contiguous().clone()
         if hasattr(op, "mask_for"):
             tensors[f"mask/{key}"] = op.mask_for((1, *shape)).to(torch.float32).contiguous()
     if isinstance(getattr(op, "kernel", None), Tensor):

@@ -31,8 +31,9 @@ trajectories) with its square root (Neal 2011, section 5.4.4); tests/test_solver
 Starts (``init``), a latent per chain / restart:
 
 * ``"prior"`` (default): ``z ~ N(0, I)``, drawn independently for every chain and restart;
-* ``"encoder"``: ``prior.encode(A^+ y)`` for a prior with an encoder (VAE, flow, analytic Gaussian) and a linear
-  operator, the same for every chain;
+* ``"encoder"``: ``prior.encode(clamp(A^+ y, 0, 1))`` for a prior with an encoder (VAE, flow, analytic Gaussian)
+  and a linear operator, the same for every chain (clamped: encoders take clean images, and a flow's exact inverse
+  sends the noisy out-of-range pixels of ``A^+ y`` far into the latent tails);
 * ``"map"`` (MALA / HMC only): the end of a short :func:`latent_map` run per chain (``map_steps`` Adam steps from
   independent prior draws): chains start near a posterior mode, which saves burn-in when the data are strong;
 * a tensor of latents ``(B, *latent_shape)`` or ``(N, B, *latent_shape)``.
@@ -75,17 +76,20 @@ def _check_noise(operator: Any, who: str) -> None:
         )
 
 
-def _evaluator(prior: Any, operator: Any, y: Tensor, n: int, who: str) -> Any:
+def _evaluator(prior: Any, operator: Any, y: Tensor, n: int, who: str, lam: float | None = None) -> Any:
     """``evaluate(z) -> (U(z), grad U(z), G(z))`` for ``n * B`` stacked latents: one batched ``decode`` call.
 
     ``U(z) = ||z||^2 / 2 - log p(y | G(z))``; for noiseless Gaussian observations (std 0, only reached from
-    :func:`latent_map`) the data-consistency objective ``||y - A(G(z))||^2 / 2`` alone.
+    :func:`latent_map`) the data-consistency objective ``||y - A(G(z))||^2 / 2`` alone; with ``lam`` (only from
+    :func:`latent_map`) CSGM's ``||y - A(G(z))||^2 + lam ||z||^2``.
     """
     ys = stack_batch(y, n)
     x_shape = tuple(operator.input_shape(tuple(y.shape)))
     noiseless = operator.noise.name == "gaussian" and float(operator.noise.std) == 0
 
     def objective(z: Tensor, x: Tensor) -> Tensor:
+        if lam is not None:
+            return _norm2(ys - operator(x)) + lam * _norm2(z)
         if noiseless:
             return 0.5 * _norm2(ys - operator(x))
         return 0.5 * _norm2(z) - operator.log_likelihood(ys, x)
@@ -130,7 +134,7 @@ def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: t
             )
         name = getattr(prior, "name", type(prior).__name__)
         try:
-            z = prior.encode(operator.pinv(y))
+            z = prior.encode(operator.pinv(y).clamp(0.0, 1.0))
         except (NotImplementedError, AttributeError) as exc:
             raise TypeError(
                 f"{who}: init='encoder' needs a prior with an encoder, and prior {name!r} has none ({exc}); use "
@@ -189,13 +193,16 @@ def latent_map(
     lr: float = 0.05,
     restarts: int = 1,
     init: str | Tensor = "prior",
+    lam: float | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Latent MAP estimate (CSGM, Bora et al. 2017): ``x = G(z*)``, ``z* = argmin ||z||^2 / 2 - log p(y | G(z))``.
 
     For Gaussian noise of std ``s`` the objective is ``||y - A(G(z))||^2 / (2 s^2) + ||z||^2 / 2``; for a noiseless
     operator (std 0) it falls back to the data term ``||y - A(G(z))||^2 / 2`` alone (CSGM with ``lambda = 0``: the
-    prior acts only through the range of ``G`` and the start). Minimised by Adam (betas 0.9 / 0.9, see :func:`_adam`)
-    with a cosine-decayed learning rate.
+    prior acts only through the range of ``G`` and the start). ``lam`` replaces both by the paper's objective
+    ``||y - A(G(z))||^2 + lam ||z||^2`` with a weight of one's choice (Gaussian noise only; the posterior MAP is
+    ``lam = s^2``, the paper's MNIST runs use 0.1 with ``A_ij ~ N(0, 1/m)``). Minimised by Adam (betas 0.9 / 0.9, see
+    :func:`_adam`) with a cosine-decayed learning rate.
 
     What N means: the ``n_samples`` samples of an item are independent optimisations from independent starts, each
     the best (lowest objective) of ``restarts`` random restarts. They differ only where ``U`` has several local
@@ -213,8 +220,9 @@ def latent_map(
         lr: Adam's initial learning rate (on the unit-scale latent), decayed to ``lr / 100`` along a cosine.
         restarts: random restarts per sample, >= 1; the lowest-objective one is kept.
         init: ``"prior"`` (independent ``z ~ N(0, I)`` for every sample and restart), ``"encoder"``
-            (``encode(A^+ y)`` for all) or a tensor of latents ``(B, *latent_shape)`` (shared) or
+            (``encode(clamp(A^+ y, 0, 1))`` for all) or a tensor of latents ``(B, *latent_shape)`` (shared) or
             ``(N, B, *latent_shape)`` (one per sample), the same for every restart (module docstring).
+        lam: None (the posterior objective), or the weight of CSGM's ``||y - A(G(z))||^2 + lam ||z||^2``, >= 0.
 
     Returns:
         ``(N, B, C, H, W)`` images ``G(z*)`` and extras ``{"objective": (N, B) final objective of each sample (with
@@ -233,9 +241,17 @@ def latent_map(
     steps = check_steps(steps, who)
     restarts = _check_count(restarts, "restarts", who)
     lr = _check_positive(lr, "lr", who)
+    if lam is not None:
+        lam = float(lam)
+        if not math.isfinite(lam) or lam < 0:
+            raise RangeError(f"{who}: lam must be finite and >= 0 (or None), got {lam}")
+        if operator.noise.name != "gaussian":
+            raise TypeError(
+                f"{who}: lam (the least-squares objective) needs Gaussian noise, got {operator.noise.name!r}"
+            )
     n, b = n_samples, y.shape[0]
     k = restarts * n
-    evaluate = _evaluator(prior, operator, y, k, who)
+    evaluate = _evaluator(prior, operator, y, k, who, lam)
     if isinstance(init, Tensor):  # shared or per sample, the same for every restart
         z0 = stack_batch(_start(prior, operator, y, init, n, generator, who), restarts)
     else:

@@ -146,3 +146,49 @@ class LazyTrainer:
 
     def run(self, args: Any) -> Any:
         return import_module(self.module).run(args)
+
+
+def register_weight_folders(
+    register: Any,
+    weights: str | Path,
+    prior_class: str,
+    capabilities: tuple[str, ...],
+    describe: Any,
+    **meta: Any,
+) -> None:
+    """Register, without loading anything, every folder of ``weights`` holding ``model.safetensors`` + ``config.json``
+    as a prior named after the folder: how the built-in families ship their weights.
+
+    Args:
+        register: the ``register_priors`` hook's callback.
+        weights: the plugin's weights folder.
+        prior_class: ``"module:Class"`` of a prior with ``from_pretrained(folder, name=, device=)``, imported when a
+            prior is created (listing stays cheap: only the small ``config.json`` files are read).
+        capabilities: the capabilities of every prior of the folder.
+        describe: ``describe(config, dataset) -> str``, the description from the folder's config and the dataset it
+            was trained on (the folder's name when the config does not say).
+        **meta: more registration metadata (e.g. ``log_prob_kind="exact"``).
+
+    The metadata also carry ``image_shape`` (from the config) and ``datasets`` (``training.dataset``, which the
+    benchmark suites' ``priors: auto`` uses).
+    """
+    module, cls = prior_class.split(":")
+    for folder in sorted(p for p in Path(weights).glob("*") if (p / "model.safetensors").exists()):
+        config = json.loads((folder / "config.json").read_text())
+        trained_on = config.get("training", {}).get("dataset")
+
+        def factory(device: str | torch.device = "cpu", _folder: Path = folder, **kw: Any) -> Any:
+            if not (_folder / "model.safetensors").exists():
+                raise FileNotFoundError(f"the weights of {_folder.name!r} are not shipped in this build ({_folder})")
+            prior_cls = getattr(import_module(module), cls)
+            return prior_cls.from_pretrained(_folder, name=_folder.name, device=device, **kw)
+
+        register(
+            folder.name,
+            factory,
+            capabilities=capabilities,
+            image_shape=tuple(config["image_shape"]),
+            datasets=(trained_on,) if trained_on else (),
+            description=describe(config, trained_on or folder.name),
+            **meta,
+        )

@@ -5,21 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import invgen
-from invgen.train.checkpoint import LazyTrainer
+from invgen.train.checkpoint import LazyTrainer, register_weight_folders
 
 WEIGHTS = Path(__file__).parent / "weights"
-
-
-def _pretrained(name: str):
-    def factory(device: str = "cpu", **kw):
-        from invgen_plugins.diffusion.model import DiffusionPrior
-
-        folder = WEIGHTS / name
-        if not (folder / "model.safetensors").exists():
-            raise FileNotFoundError(f"the weights of {name!r} are not shipped in this build ({folder})")
-        return DiffusionPrior.from_pretrained(folder, name=name, device=device, **kw)
-
-    return factory
 
 
 def _diffusers(path: str | Path, device: str = "cpu", dtype=None, **kw):
@@ -31,21 +19,16 @@ def _diffusers(path: str | Path, device: str = "cpu", dtype=None, **kw):
     return DiffusersPrior.from_pretrained(path, device=device, **kw)
 
 
+def _describe(config: dict, dataset: str) -> str:
+    return f"diffusion UNet trained on {dataset}"
+
+
 @invgen.hookimpl
 def register_priors(register):
-    import json
-
-    for folder in sorted(p for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
-        config = json.loads((folder / "config.json").read_text())  # a small file: listing stays cheap
-        trained_on = config.get("training", {}).get("dataset")
-        register(
-            folder.name,
-            _pretrained(folder.name),
-            capabilities=("denoiser", "score"),
-            image_shape=tuple(config["image_shape"]),
-            datasets=(trained_on,) if trained_on else (),
-            description=f"diffusion UNet trained on {trained_on or folder.name.removeprefix('diffusion-')}",
-        )
+    """The shipped weights (every folder of ``weights/``), and ``diffusers`` for a local diffusers folder."""
+    register_weight_folders(
+        register, WEIGHTS, "invgen_plugins.diffusion.model:DiffusionPrior", ("denoiser", "score"), _describe
+    )
     register(
         "diffusers",
         _diffusers,

@@ -10,41 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import invgen
-from invgen.train.checkpoint import LazyTrainer
+from invgen.train.checkpoint import LazyTrainer, register_weight_folders
 
 WEIGHTS = Path(__file__).parent / "weights"
 
 
-def _pretrained(name: str):
-    def factory(device: str = "cpu", **kw):
-        from invgen_plugins.vae.model import VAEPrior
-
-        folder = WEIGHTS / name
-        if not (folder / "model.safetensors").exists():
-            raise FileNotFoundError(f"the weights of {name!r} are not shipped in this build ({folder})")
-        return VAEPrior.from_pretrained(folder, name=name, device=device, **kw)
-
-    return factory
+def _describe(config: dict, dataset: str) -> str:
+    return (
+        f"convolutional VAE (d={config['vae']['latent_dim']}, discretised-logistic decoder) trained on {dataset}; "
+        "log_prob = ELBO, log_prob(x, k=K) = IWAE bound"
+    )
 
 
 @invgen.hookimpl
 def register_priors(register):
     """Register every folder of ``weights/`` that holds ``model.safetensors`` + ``config.json`` (no loading)."""
-    import json
-
-    for folder in sorted(p for p in WEIGHTS.glob("*") if (p / "model.safetensors").exists()):
-        config = json.loads((folder / "config.json").read_text())  # a small file: listing stays cheap
-        trained_on = config.get("training", {}).get("dataset")
-        register(
-            folder.name,
-            _pretrained(folder.name),
-            capabilities=("generator", "log_density"),
-            log_prob_kind="bound",
-            image_shape=tuple(config["image_shape"]),
-            datasets=(trained_on,) if trained_on else (),
-            description=f"convolutional VAE (d={config['vae']['latent_dim']}, discretised-logistic decoder) trained "
-            f"on {trained_on or folder.name.removeprefix('vae-')}; log_prob = ELBO, log_prob(x, k=K) = IWAE bound",
-        )
+    register_weight_folders(
+        register,
+        WEIGHTS,
+        "invgen_plugins.vae.model:VAEPrior",
+        ("generator", "log_density"),
+        _describe,
+        log_prob_kind="bound",
+    )
 
 
 _Trainer = LazyTrainer(
