@@ -328,3 +328,33 @@ def test_mcmc_with_poisson_noise_and_a_nonlinear_operator():
         h, exh = latent_hmc(prior, op, y, n_samples=8, generator=_gen(2), steps=10, leapfrog=4)
         assert bool(torch.isfinite(s).all()) and bool(torch.isfinite(h).all())
         assert ex["acceptance_rate"] > 0.2 and exh["acceptance_rate"] > 0.2
+
+
+def test_latent_map_steps_back_from_latents_that_decode_to_non_finite_images():
+    """A generator that is finite only for |z| < 1 (as a flow's learned inverse diverges in places): Adam with a large
+    step leaves that region, steps back with half the step, and ends finite near the region's edge; starting outside
+    is a clear error."""
+
+    class Ball(invgen.Prior):
+        name = "ball"
+        capabilities = frozenset({"generator"})
+        image_shape = (1, 1, 2)
+        latent_shape = (2,)
+
+        def decode(self, z):
+            inside = z.abs() < 1.0
+            x = 0.5 + 0.4 * torch.where(inside, z, torch.full_like(z, math.inf))
+            return x.reshape(-1, 1, 1, 2)
+
+    op = invgen.operator("identity", noise=_noise(0.01))
+    y = torch.tensor([[[[0.95, 0.1]]]], dtype=F64)  # wants z = (1.125, -1): outside, so the optimum is at the edge
+    start = 0.5 * torch.rand(4, 1, 2, generator=_gen(1), dtype=F64) - 0.25  # inside, one start per sample
+    s, extras = latent_map(Ball(), op, y, n_samples=4, generator=_gen(0), steps=300, lr=0.5, init=start)
+    assert torch.isfinite(s).all() and torch.isfinite(extras["objective"]).all()
+    z = extras["latents"]
+    # every latent moved from |z| <= 0.25 to near the edge of the finite region, towards the unreachable optimum
+    # (the step back halves a whole latent's step, so a coordinate stuck at the edge slows the other: measured
+    # z_0 >= 0.70, z_1 <= -0.91)
+    assert float(z.abs().max()) < 1.0 and float(z[..., 0].min()) > 0.6 and float(z[..., 1].max()) < -0.85
+    with pytest.raises(FloatingPointError, match="starting latents"):
+        latent_map(Ball(), op, y, n_samples=1, generator=_gen(0), steps=5, init=torch.full((1, 2), 2.0, dtype=F64))

@@ -103,8 +103,16 @@ def _evaluator(prior: Any, operator: Any, y: Tensor, n: int, who: str, lam: floa
                     f"{who}: the prior decodes images of shape {tuple(x.shape[1:])}, the operator needs "
                     f"{x_shape[1:]} for y of shape {tuple(y.shape)}"
                 )
+            # a generator whose inverse diverges (a flow far from its data) decodes some latents to NaN/Inf: those
+            # get U = +inf and a zero gradient (the items are independent), and the callers step back from them
+            finite = torch.isfinite(x.detach()).flatten(1).all(1)
+            if not bool(finite.all()):
+                x = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
             u = objective(zg, x)
             (g,) = torch.autograd.grad(u.sum(), zg)
+        if not bool(finite.all()):
+            u = torch.where(finite, u.detach(), torch.full_like(u, math.inf))
+            g = torch.where(finite.view(-1, *([1] * (g.dim() - 1))), g, torch.zeros_like(g))
         return u.detach(), g, x.detach()
 
     return evaluate
@@ -161,8 +169,12 @@ def _check_count(value: Any, name: str, who: str, low: int = 1) -> int:
     return value
 
 
-def _adam(evaluate: Any, z: Tensor, steps: int, lr: float) -> Tensor:
-    """``steps`` Adam steps on ``U`` (Kingma & Ba 2015), lr cosine-decayed from ``lr`` to ``LR_FLOOR * lr``.
+def _adam(evaluate: Any, z: Tensor, steps: int, lr: float) -> tuple[Tensor, Tensor]:
+    """``steps`` Adam steps on ``U`` (Kingma & Ba 2015), lr cosine-decayed from ``lr`` to ``LR_FLOOR * lr``; returns
+    the last iterate and the one before it.
+
+    A latent whose decode is not finite (``U = +inf``: a flow's inverse can diverge) steps back to its previous
+    iterate and continues with half its step; a non-finite start is an error.
 
     Adam is elementwise, so the batched latents are independent problems. ``beta2 = 0.9`` instead of the usual
     0.999: the objective is deterministic (no minibatch noise to average), and a long second-moment memory keeps the
@@ -173,13 +185,26 @@ def _adam(evaluate: Any, z: Tensor, steps: int, lr: float) -> Tensor:
     m = torch.zeros_like(z)
     v = torch.zeros_like(z)
     b1, b2, eps = 0.9, BETA2, 1e-8
+    shape = (-1, *([1] * (z.dim() - 1)))
+    scale = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)  # per latent, halved at each step back
+    z_prev = g_prev = None
     for t in range(1, steps + 1):
-        _, g, _ = evaluate(z)
+        u, g, _ = evaluate(z)
+        bad = ~torch.isfinite(u)
+        if bool(bad.any()):
+            if z_prev is None:
+                raise FloatingPointError(
+                    f"the prior decodes {int(bad.sum())} of the starting latents to non-finite images; start elsewhere"
+                )
+            z = torch.where(bad.view(shape), z_prev, z)  # step back, with half the step from now on
+            g = torch.where(bad.view(shape), g_prev, g)
+            scale = torch.where(bad, 0.5 * scale, scale)
+        z_prev, g_prev = z, g
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g**2
         rate = lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * (t - 1) / steps)))
-        z = z - rate * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
-    return z
+        z = z - rate * scale.view(shape) * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    return z, z_prev
 
 
 def latent_map(
@@ -256,8 +281,12 @@ def latent_map(
         z0 = stack_batch(_start(prior, operator, y, init, n, generator, who), restarts)
     else:
         z0 = _start(prior, operator, y, init, k, generator, who)
-    z = _adam(evaluate, z0, steps, lr)
+    z, z_prev = _adam(evaluate, z0, steps, lr)
     u, _, x = evaluate(z)
+    bad = ~torch.isfinite(u)
+    if bool(bad.any()):  # the last step diverged for some latents: keep the iterate before it
+        z = torch.where(bad.view(-1, *([1] * (z.dim() - 1))), z_prev, z)
+        u, _, x = evaluate(z)
     u = u.reshape(restarts, n, b)
     pick = u.argmin(0)  # (N, B): the best restart of each sample
     x = x.reshape(restarts, n, b, *x.shape[1:])
