@@ -192,3 +192,39 @@ def register_weight_folders(
             description=describe(config, trained_on or folder.name),
             **meta,
         )
+
+
+def add_common_arguments(
+    parser: Any,
+    *,
+    steps_help: str = "optimizer steps in total (resume continues)",
+    checkpoint_every: int = 500,
+    eval_images: int | None = None,
+    eval_help: str = "",
+) -> None:
+    """The options every ``invgen train FAMILY`` shares: ``--dataset --image-size --steps --batch-size --ema --seed
+    --checkpoint-every [--eval-images] --threads --device --out``; a trainer adds its own after them."""
+    import torch as _torch
+
+    parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, required=True, help=steps_help)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
+    if eval_images is not None:
+        parser.add_argument("--eval-images", type=int, default=eval_images, help=eval_help)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="cuda" if _torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
+
+
+def training_command(family: str) -> str:
+    """``invgen train FAMILY ...`` as this process was called (for ``config.json``), or "" when called otherwise."""
+    import shlex
+    import sys
+
+    if family not in sys.argv:
+        return ""
+    return f"invgen train {family} " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(family) + 1 :])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from invgen.train.checkpoint import add_common_arguments, training_command
 from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
@@ -45,21 +45,12 @@ def load_training_images(dataset: str, image_size: int) -> torch.Tensor:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps in total (resume continues)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_common_arguments(parser, checkpoint_every=250)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base-channels", type=int, default=32)
     parser.add_argument("--channel-mults", default="1,2,2")
     parser.add_argument("--num-res-blocks", type=int, default=1)
     parser.add_argument("--attention-levels", default="", help="levels with self-attention besides the middle")
-    parser.add_argument("--checkpoint-every", type=int, default=250)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": n_params,
-        "command": "invgen train diffusion "
-        + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("diffusion") + 1 :])
-        if "diffusion" in sys.argv
-        else "",
+        "command": training_command("diffusion"),
     }
     flip = FLIP_OK.get(args.dataset, True)
     bar = tqdm(total=args.steps, initial=step, desc=f"diffusion {args.dataset}", dynamic_ncols=True)

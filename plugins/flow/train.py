@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from invgen.train.checkpoint import add_common_arguments, training_command
 from invgen_plugins.flow.model import flow_log_prob
 from invgen_plugins.flow.net import FlowConfig, Glow
 from invgen_plugins.vae.train import load_splits
@@ -50,23 +50,13 @@ def _bpd_of_dequantized(net: Glow, x: torch.Tensor) -> torch.Tensor:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps in total (resume continues)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_common_arguments(parser, eval_images=2000, eval_help="images of each split for the reported bits/dim")
     parser.add_argument("--levels", type=int, default=3, help="squeeze levels (multi-scale)")
     parser.add_argument("--steps-per-level", type=int, default=6, help="flow steps per level")
     parser.add_argument("--hidden", type=int, default=48, help="feature channels of the coupling networks")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     parser.add_argument("--grad-clip", type=float, default=50.0, help="gradient-norm clipping of the bits/dim loss")
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--eval-images", type=int, default=2000, help="images of each split for the reported bits/dim")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
 
 
 def _dequantize(levels: torch.Tensor, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -120,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "density": "multi-scale Glow on x - 1/2 (x in [0, 1]), no logit; latents N(0, I) (factored-out parts too)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": sum(p.numel() for p in net.parameters()),
-        "command": "invgen train flow " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("flow") + 1 :])
-        if "flow" in sys.argv
-        else "",
+        "command": training_command("flow"),
     }
     bar = tqdm(total=args.steps, initial=step, desc=f"flow {args.dataset}", dynamic_ncols=True)
     t0 = time.time()

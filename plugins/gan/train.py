@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invgen.train.checkpoint import add_common_arguments, training_command
 from invgen_plugins.gan.net import Discriminator, GANConfig, Generator
 from invgen_plugins.vae.train import load_splits, to_unit
 
@@ -78,22 +78,18 @@ def sample_images(g: Generator, n: int, seed: int, batch: int = 500) -> torch.Te
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, required=True, help="generator steps in total (resume continues)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_common_arguments(
+        parser,
+        steps_help="generator steps in total (resume continues)",
+        checkpoint_every=1000,
+        eval_images=2000,
+        eval_help="samples (and test images) for the FD figure",
+    )
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--channels", default="128,64,32", help="generator channels from the 4x4 level up")
     parser.add_argument("--lr-g", type=float, default=2e-4)
     parser.add_argument("--lr-d", type=float, default=2e-4)
     parser.add_argument("--beta1", type=float, default=0.5)
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=1000)
-    parser.add_argument("--eval-images", type=int, default=2000, help="samples (and test images) for the FD figure")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,9 +144,7 @@ def run(args: argparse.Namespace) -> int:
         "objective": "hinge loss, spectrally normalised discriminator, EMA generator with recalibrated BatchNorm",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": {"generator": sum(p.numel() for p in gan.g.parameters()), "discriminator": _count(gan.d)},
-        "command": "invgen train gan " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("gan") + 1 :])
-        if "gan" in sys.argv
-        else "",
+        "command": training_command("gan"),
     }
     d_params = list(gan.d.parameters())
     bar = tqdm(total=args.steps, initial=step, desc=f"gan {args.dataset}", dynamic_ncols=True)

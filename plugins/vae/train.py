@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from invgen.train.checkpoint import add_common_arguments, training_command
 from invgen_plugins.vae.likelihood import discretized_logistic_log_prob
 from invgen_plugins.vae.net import ConvVAE, VAEConfig, kl_standard_normal
 
@@ -93,21 +93,11 @@ def evaluate(net: ConvVAE, images: torch.Tensor, seed: int, device: torch.device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps in total (resume continues)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    add_common_arguments(parser, eval_images=2000, eval_help="images of each split for the reported ELBO")
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--channels", default="16,32,64", help="feature channels per level, image resolution down")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-warmup", type=int, default=2000, help="steps over which the KL weight rises from 0 to 1")
-    parser.add_argument("--ema", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--eval-images", type=int, default=2000, help="images of each split for the reported ELBO")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,9 +141,7 @@ def run(args: argparse.Namespace) -> int:
         "likelihood": "discretised logistic on 256 levels per pixel; decode(z) = E[clamp(X, 0, 1)]",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": sum(p.numel() for p in net.parameters()),
-        "command": "invgen train vae " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("vae") + 1 :])
-        if "vae" in sys.argv
-        else "",
+        "command": training_command("vae"),
     }
     bar = tqdm(total=args.steps, initial=step, desc=f"vae {args.dataset}", dynamic_ncols=True)
     t0 = time.time()
