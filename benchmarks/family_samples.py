@@ -46,12 +46,9 @@ def draw(prior, n: int, seed: int, ddim_steps: int, temperature: float = 1.0, ba
 
 
 def save_grid(x: torch.Tensor, path: Path, cols: int = 8) -> None:
-    from invgen.tasks import save_png
+    from invgen.tasks import image_grid, save_png
 
-    n = (x.shape[0] // cols) * cols
-    c, h, w = x.shape[1:]
-    grid = x[:n].reshape(n // cols, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(1, c, (n // cols) * h, cols * w)
-    save_png(grid[0], path)
+    save_png(image_grid(x, cols), path)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 import torch
 
 import invgen
-from invgen.tasks import save_png
+from invgen.tasks import image_grid, save_png
 
 
 def main() -> None:
@@ -40,11 +40,7 @@ def main() -> None:
     t0 = time.perf_counter()
     post = invgen.solve(torch.zeros(args.n, c, h, w), op, prior, solver=args.solver, steps=args.steps, seed=args.seed)
     x = post.samples[0].clamp(0, 1)
-    cols = round(args.n**0.5)
-    rows = -(-args.n // cols)
-    pad = torch.ones(rows * cols - args.n, c, h, w)
-    grid = torch.cat([x, pad]).reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
-    save_png(grid, args.out)
+    save_png(image_grid(x, round(args.n**0.5)), args.out)
     print(f"{args.n} {args.solver} samples ({args.steps} steps, seed {args.seed}) in {time.perf_counter() - t0:.1f} s")
 
 

@@ -94,3 +94,11 @@ def as_sigma(sigma: float | torch.Tensor, x: torch.Tensor, name: str = "sigma") 
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
         raise RangeError(f"{name}: expected finite values >= 0, got {s.tolist()}")
     return s.expand(x.shape[0]).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def check_latents(z: object, d: int, who: str) -> torch.Tensor:
+    """``z`` as a ``(B, d)`` tensor of latents, else a ``ShapeError`` naming ``who`` and what came."""
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != d:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ShapeError(f"{who}: expected latents of shape (B, {d}), got {got}")
+    return z

@@ -148,6 +148,17 @@ def save_png(x: Tensor, path: str | os.PathLike) -> None:
     img.save(path)
 
 
+def image_grid(x: Tensor, cols: int, fill: float = 1.0) -> Tensor:
+    """Tile images row by row into one image, the last row padded with ``fill``.
+
+    Shape: ``(N, C, H, W)`` -> ``(C, rows H, cols W)`` with ``rows = ceil(N / cols)``.
+    """
+    n, c, h, w = x.shape
+    rows = -(-n // cols)
+    pad = torch.full((rows * cols - n, c, h, w), fill, dtype=x.dtype, device=x.device)
+    return torch.cat([x, pad]).reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
+
+
 def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_tile: int = 96) -> None:
     """One row of labelled tiles ``(title, (C, H, W) in [0, 1])``, nearest-upscaled to at least ``min_tile`` px."""
     import numpy as np

@@ -228,3 +228,14 @@ def training_command(family: str) -> str:
     if family not in sys.argv:
         return ""
     return f"invgen train {family} " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(family) + 1 :])
+
+
+def export_weights(model: nn.Module, out: str | Path, name: str = "model.safetensors") -> None:
+    """Write ``model``'s state dict to ``out/name`` as safetensors, atomically (a temporary file, then rename), so a
+    reader never sees half a file while training exports over it."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out / f"{name}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(out / name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from invgen.train.checkpoint import add_common_arguments, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
 from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
@@ -147,12 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(out: Path, model: torch.nn.Module, config: dict, step: int, losses: list, seconds: float) -> None:
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp")
-    )
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    export_weights(model, out)
     cfg = dict(
         config,
         steps_done=step,

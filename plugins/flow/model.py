@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from invgen.checks import check_image, check_tensor
-from invgen.errors import ShapeError
+from invgen.checks import check_image, check_latents, check_tensor
 from invgen.priors.base import Prior
 from invgen_plugins.flow.net import FlowConfig, Glow
 
@@ -93,10 +92,7 @@ class FlowPrior(Prior):
 
     def _check_z(self, z: Tensor) -> Tensor:
         (d,) = self.latent_shape
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ShapeError(f"{self.name}: expected latents of shape (B, {d}), got {got}")
-        return check_tensor(z, "z")
+        return check_tensor(check_latents(z, d, self.name), "z")
 
     def _check_x(self, x: Tensor, clean: bool = False) -> Tensor:
         c, s, _ = self.image_shape

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from invgen.train.checkpoint import add_common_arguments, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
 from invgen_plugins.flow.model import flow_log_prob
 from invgen_plugins.flow.net import FlowConfig, Glow
 from invgen_plugins.vae.train import load_splits
@@ -169,12 +169,7 @@ def _export(
     counts: tuple[int, int],
     skipped: int,
 ) -> None:
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp")
-    )
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    export_weights(model, out)
     cfg = dict(
         config,
         steps_done=step,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from invgen.errors import ShapeError
+from invgen.checks import check_latents
 from invgen.priors.base import Prior
 from invgen_plugins.gan.net import GANConfig, Generator
 
@@ -49,10 +49,7 @@ class GANPrior(Prior):
 
     def decode(self, z: Tensor) -> Tensor:
         """``G(z)`` in [0, 1], differentiable in ``z``. Shape: ``(B, d)`` -> ``(B, C, S, S)``."""
-        d = self.net.config.latent_dim
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ShapeError(f"{self.name}: expected latents of shape (B, {d}), got {got}")
+        check_latents(z, self.net.config.latent_dim, self.name)
         p = next(self.net.parameters())
         return self.net(z.to(dtype=p.dtype, device=p.device)).to(z.dtype)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invgen.train.checkpoint import add_common_arguments, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
 from invgen_plugins.gan.net import Discriminator, GANConfig, Generator
 from invgen_plugins.vae.train import load_splits, to_unit
 
@@ -222,11 +222,7 @@ def _export(
     eval_images: int,
     dataset_fd: str | None,
 ) -> None:
-    from safetensors.torch import save_file
-
-    tmp = out / "model.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()}, str(tmp))
-    tmp.replace(out / "model.safetensors")
+    export_weights(g, out)
     cfg = dict(
         config,
         steps_done=step,

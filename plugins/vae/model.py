@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from invgen.checks import check_image
-from invgen.errors import ShapeError
+from invgen.checks import check_image, check_latents
 from invgen.priors.base import Prior
 from invgen_plugins.vae.likelihood import (
     discretized_logistic_log_prob,
@@ -71,11 +70,7 @@ class VAEPrior(Prior):
         return (self.net.config.latent_dim,)
 
     def _check_z(self, z: Tensor) -> Tensor:
-        d = self.net.config.latent_dim
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ShapeError(f"{self.name}: expected latents of shape (B, {d}), got {got}")
-        return z
+        return check_latents(z, self.net.config.latent_dim, self.name)
 
     def _check_x(self, x: Tensor) -> Tensor:
         c, s, _ = self.image_shape

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from invgen.train.checkpoint import add_common_arguments, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
 from invgen_plugins.vae.likelihood import discretized_logistic_log_prob
 from invgen_plugins.vae.net import ConvVAE, VAEConfig, kl_standard_normal
 
@@ -196,12 +196,7 @@ def _export(
     counts: tuple[int, int],
     dims: int,
 ) -> None:
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp")
-    )
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    export_weights(model, out)
     cfg = dict(
         config,
         steps_done=step,
