@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import threading
 import traceback
 import warnings
@@ -122,6 +121,8 @@ _cache: dict[tuple[str, tuple[int, ...]], tuple[dict[str, Entry], list[PluginFai
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    import importlib.metadata  # here, not at module level: it is half the cost of ``import invgen``
+
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):

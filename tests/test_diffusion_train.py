@@ -88,3 +88,45 @@ def test_trainer_resume_is_exact(tmp_path):
     prior = DiffusionPrior.from_pretrained(tmp_path / "resumed")
     assert prior.image_shape == (3, 8, 8)
     assert prior.denoise(torch.rand(1, 3, 8, 8), 0.2).shape == (1, 3, 8, 8)
+
+
+def test_random_patches_crop_and_cover_the_eight_flips_and_rotations():
+    from invgen_plugins.diffusion.train import random_patches
+
+    img = torch.arange(12 * 10, dtype=torch.float32).reshape(1, 12, 10)  # all values distinct
+    g = torch.Generator().manual_seed(0)
+    p = random_patches([img], 400, 3, g)
+    assert p.shape == (400, 1, 3, 3)
+    seen = set()
+    for q in p[:, 0]:
+        # every patch is a 3x3 window of the image under one of the 8 symmetries of the square
+        variants = [torch.rot90(q, -k, dims=(0, 1)) for k in range(4)]
+        variants += [torch.rot90(q.flip(-1), -k, dims=(0, 1)) for k in range(4)]
+        found = [
+            v
+            for v in variants
+            if any(torch.equal(img[0, i : i + 3, j : j + 3], v) for i in range(10) for j in range(8))
+        ]
+        assert found, "a patch is not a window of the image"
+        seen.add((int(q[0, 1] - q[0, 0]), int(q[1, 0] - q[0, 0])))  # the two step directions identify the symmetry
+    assert len(seen) == 8
+    with pytest.raises(ValueError, match="exceeds an image of 12x10"):
+        random_patches([img], 1, 11, g)
+
+
+def test_patch_training_gives_a_fully_convolutional_gray_prior(tmp_path):
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(20, 24), (24, 20), (16, 32)]):
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+    args = _args(tmp_path / "out", 2, folder)
+    args.patch_size = 8
+    run(args)
+    import json
+
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["image_shape"] is None and cfg["channels"] == 1 and cfg["unet"]["in_channels"] == 1
+    prior = DiffusionPrior.from_pretrained(tmp_path / "out")
+    assert prior.image_shape is None
+    assert prior.denoise(torch.rand(1, 1, 16, 24), 0.1).shape == (1, 1, 16, 24)

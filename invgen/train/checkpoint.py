@@ -187,7 +187,7 @@ def register_weight_folders(
             folder.name,
             factory,
             capabilities=capabilities,
-            image_shape=tuple(config["image_shape"]),
+            image_shape=tuple(config["image_shape"]) if config.get("image_shape") else None,
             datasets=(trained_on,) if trained_on else (),
             description=describe(config, trained_on or folder.name),
             **meta,

@@ -22,6 +22,59 @@ from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
 FLIP_OK = {"mnist": False, "fashion-mnist": True, "cifar10": True}
+PATCH_DATASETS = {"bsd400": "bsd400_gray"}  # --dataset NAME -> folder under INVGEN_DATA (patch training)
+
+
+def load_patch_source(dataset: str, channels: int = 0) -> list[torch.Tensor]:
+    """Whole training images at their own size for patch training: ``[(C, H, W), ...]`` in [0, 1].
+
+    ``dataset``: ``bsd400`` (the 400 DnCNN training images under ``INVGEN_DATA/bsd400_gray``) or ``folder:PATH``.
+    ``channels``: 1 (gray), 3 (RGB) or 0 (1 if every image is gray, else 3).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from invgen.data.datasets import data_root
+
+    if dataset in PATCH_DATASETS:
+        folder = data_root() / PATCH_DATASETS[dataset]
+    elif dataset.startswith("folder:"):
+        folder = Path(dataset[7:])
+    else:
+        raise ValueError(f"patch training reads bsd400 or folder:PATH, got --dataset {dataset!r}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    if not files:
+        raise FileNotFoundError(f"no images under {str(folder)!r}")
+    opened = [Image.open(f) for f in files]
+    if channels == 0:
+        channels = 1 if all(im.mode in ("L", "I;16", "1") for im in opened) else 3
+    if channels not in (1, 3):
+        raise ValueError(f"--channels: expected 0, 1 or 3, got {channels}")
+    mode = "L" if channels == 1 else "RGB"
+    out = []
+    for im in opened:
+        a = np.asarray(im.convert(mode), dtype=np.uint8)
+        t = torch.from_numpy(a.copy()).float().div_(255.0)
+        out.append(t[None] if channels == 1 else t.permute(2, 0, 1).contiguous())
+    return out
+
+
+def random_patches(source: list[torch.Tensor], n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random ``size x size`` crops, each under one of the 8 flips/rotations (the dihedral group), drawn
+    from ``gen``. Shape: -> ``(n, C, size, size)``."""
+    out = []
+    for _ in range(n):
+        img = source[int(torch.randint(0, len(source), (1,), generator=gen))]
+        h, w = img.shape[-2:]
+        if h < size or w < size:
+            raise ValueError(f"--patch-size {size} exceeds an image of {h}x{w}")
+        i = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        j = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        k = int(torch.randint(0, 8, (1,), generator=gen))
+        patch = img[:, i : i + size, j : j + size]
+        patch = torch.rot90(patch, k % 4, dims=(1, 2))
+        out.append(patch.flip(-1) if k >= 4 else patch)
+    return torch.stack(out)
 
 
 def load_training_images(dataset: str, image_size: int) -> torch.Tensor:
@@ -51,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel-mults", default="1,2,2")
     parser.add_argument("--num-res-blocks", type=int, default=1)
     parser.add_argument("--attention-levels", default="", help="levels with self-attention besides the middle")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=0,
+        help="train on random patches of this size from images at their own size (bsd400 or folder:PATH; "
+        "flips and rotations), for a fully convolutional prior of any image size; 0: whole images at --image-size",
+    )
+    parser.add_argument("--channels", type=int, default=0, help="patch training: 1 gray, 3 RGB, 0 from the images")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +126,13 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    images = load_training_images(args.dataset, args.image_size)
-    channels = images.shape[1]
+    patches = getattr(args, "patch_size", 0)
+    if patches:
+        source = load_patch_source(args.dataset, getattr(args, "channels", 0))
+        channels = source[0].shape[0]
+    else:
+        images = load_training_images(args.dataset, args.image_size)
+        channels = images.shape[1]
     ucfg = UNetConfig(
         in_channels=channels,
         base_channels=args.base_channels,
@@ -95,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         "family": "diffusion",
         "unet": ucfg.to_dict(),
         "schedule": schedule.to_dict(),
-        "image_shape": [channels, args.image_size, args.image_size],
+        "image_shape": None if patches else [channels, args.image_size, args.image_size],
+        "channels": channels,
         "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": n_params,
@@ -106,9 +173,12 @@ def run(args: argparse.Namespace) -> int:
     t0, running = time.time(), None
     net.train()
     while step < args.steps:
-        idx = torch.randint(0, images.shape[0], (args.batch_size,), generator=gen)
-        x0 = images[idx].to(device) * 2 - 1
-        if flip:
+        if patches:
+            x0 = random_patches(source, args.batch_size, patches, gen).to(device) * 2 - 1
+        else:
+            idx = torch.randint(0, images.shape[0], (args.batch_size,), generator=gen)
+            x0 = images[idx].to(device) * 2 - 1
+        if flip and not patches:
             mask = torch.rand(args.batch_size, generator=gen) < 0.5
             x0 = torch.where(mask.to(device)[:, None, None, None], x0.flip(-1), x0)
         t = torch.randint(0, schedule.steps, (args.batch_size,), generator=gen).to(device)
