@@ -3,7 +3,9 @@ grid of unconditional annealed-Langevin samples of an EBM prior.
 
 ``-E(x, sigma)`` is read at several noise levels of the noise-conditional energy; ``sigma_min`` (0.005) is the level
 ``log_prob`` uses. Sets: the first ``--n`` test images of the prior's dataset (positive), of the other dataset,
-uniform noise U[0, 1], and Gaussian noise N(0.5, 0.25^2) clipped to [0, 1] (negatives).
+uniform noise U[0, 1] and Gaussian noise N(0.5, 0.25^2) clipped to [0, 1], both rounded to 8 bits (negatives).
+Besides the raw ``-E``, the complexity-corrected score ``-E / ln 2 + L(x)`` of Serrà et al. (2020), ``L`` the PNG
+code length in bits, which removes the preference of likelihood models for simple images.
 
 Usage:
     INVGEN_DATA=../shared/data python benchmarks/ebm_ood.py --prior ebm-mnist --dataset mnist --other fashion-mnist \
@@ -21,7 +23,7 @@ import torch
 
 import invgen
 from invgen.data import load_dataset
-from invgen_plugins.ebm.evaluate import auroc, energies
+from invgen_plugins.ebm.evaluate import auroc, complexity_corrected, energies, png_bits
 
 SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -54,23 +56,31 @@ def main(argv: list[str] | None = None) -> int:
         "uniform noise": torch.rand(args.n, c, h, w, generator=g),
         "gaussian noise": (0.5 + 0.25 * torch.randn(args.n, c, h, w, generator=g)).clamp(0, 1),
     }
+    sets = {k: (v * 255).round() / 255 for k, v in sets.items()}  # 8-bit images, like the datasets
+    bits = {k: png_bits(v) for k, v in sets.items()}
     t0 = time.time()
     rows, mean_energy = [], {}
     for s in SIGMAS:
         e = {name: energies(prior, x, s) for name, x in sets.items()}
         mean_energy[s] = {name: float(v.mean()) for name, v in e.items()}
         row = {"sigma": s}
+        pos = complexity_corrected(e[args.dataset], bits[args.dataset])
         for name in list(sets)[1:]:
             row[name] = auroc(-e[args.dataset], -e[name])
+            row[f"{name} (corrected)"] = auroc(pos, complexity_corrected(e[name], bits[name]))
         rows.append(row)
         print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     seconds = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = prior.name
-    negs = list(sets)[1:]
+    negs = [k for k in rows[0] if k != "sigma"]
     lines = [
         f"# {name}: AUROC of -E(x, sigma), {args.dataset} test (first {args.n}) against each set",
+        "",
+        "(corrected): the score -E / ln 2 + L(x), L the PNG code length in bits (Serra et al. 2020). Mean PNG bits: "
+        + ", ".join(f"{k} {float(v.mean()):.0f}" for k, v in bits.items())
+        + ".",
         "",
         "| sigma | " + " | ".join(negs) + " |",
         "|---|" + "---|" * len(negs),
@@ -79,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"{seconds:.0f} s for {len(SIGMAS)} levels x {len(sets)} sets of {args.n} images, 1 thread."]
     (out / f"{name}-ood.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}-ood.json").write_text(
-        json.dumps({"prior": name, "n": args.n, "rows": rows, "mean_energy": mean_energy}, indent=1)
+        json.dumps(
+            {
+                "prior": name,
+                "n": args.n,
+                "rows": rows,
+                "mean_energy": mean_energy,
+                "mean_png_bits": {k: float(v.mean()) for k, v in bits.items()},
+            },
+            indent=1,
+        )
     )
     print("\n".join(lines))
     if args.grid:

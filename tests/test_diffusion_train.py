@@ -130,3 +130,26 @@ def test_patch_training_gives_a_fully_convolutional_gray_prior(tmp_path):
     prior = DiffusionPrior.from_pretrained(tmp_path / "out")
     assert prior.image_shape is None
     assert prior.denoise(torch.rand(1, 1, 16, 24), 0.1).shape == (1, 1, 16, 24)
+
+
+def test_fully_convolutional_prior_takes_any_size_by_reflection_padding():
+    torch.manual_seed(0)
+    cfg = UNetConfig(
+        in_channels=1, base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(), groups=4
+    )
+    cfg.mid_attention = False
+    net = UNet(cfg)
+    assert net.stride == 4 and isinstance(net.mid[1], torch.nn.Identity)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    prior = DiffusionPrior(net, VPSchedule(), None)
+    x = torch.rand(2, 1, 13, 18)
+    out = prior.denoise(x, 0.1)
+    assert out.shape == x.shape
+    # the same as padding by hand (to 16 x 20) and cropping
+    s = torch.full((2, 1, 1, 1), 0.2)
+    xm = (2 * x - 1) / torch.sqrt(1 + s**2)
+    padded = torch.nn.functional.pad(xm, (0, 2, 0, 3), mode="reflect")
+    eps = net(padded, 100 * (torch.log(s.reshape(-1)) + 5))[..., :13, :18]
+    torch.testing.assert_close(out, ((2 * x - 1) - s * eps + 1) / 2, rtol=1e-5, atol=1e-6)
+    assert prior.denoise(torch.rand(1, 1, 2, 3), 0.1).shape == (1, 1, 2, 3)  # smaller than the stride: replicate

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from invgen.checks import as_sigma, check_image
@@ -54,10 +55,20 @@ class DiffusionPrior(Prior):
         return self
 
     def eps(self, x_m11: Tensor, sigma_m11: Tensor) -> Tensor:
-        """Network call: epsilon from ``x = x0 + sigma eps`` on the [-1, 1] scale. sigma: ``(B, 1, 1, 1)``."""
+        """Network call: epsilon from ``x = x0 + sigma eps`` on the [-1, 1] scale. sigma: ``(B, 1, 1, 1)``.
+
+        Sizes that are not multiples of the UNet's stride are padded by reflection to the next multiple and the
+        output is cropped back, so a fully convolutional prior takes any ``H x W``.
+        """
         scale = 1.0 / torch.sqrt(1.0 + sigma_m11**2)
-        x_in = (x_m11 * scale).contiguous(memory_format=self.memory_format)
-        return self.net(x_in, c_noise(sigma_m11.reshape(-1))).contiguous()
+        x_in = x_m11 * scale
+        h, w = x_in.shape[-2:]
+        m = self.net.stride
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x_in = F.pad(x_in, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
+        out = self.net(x_in.contiguous(memory_format=self.memory_format), c_noise(sigma_m11.reshape(-1)))
+        return out[..., :h, :w].contiguous()
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         check_image(x, "x", channels=self.net.config.in_channels)

@@ -23,6 +23,7 @@ class UNetConfig:
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] = (2,)
+    mid_attention: bool = True  # False: no global attention (a fully convolutional network for any image size)
     groups: int = 8
     dropout: float = 0.0
     emb_channels: int = field(default=0)
@@ -90,9 +91,13 @@ class UNet(nn.Module):
     """UNet predicting the noise ``eps`` from a scaled noisy image and a continuous noise conditioning.
 
     Shape:
-        x: ``(B, C, H, W)`` with H, W divisible by ``2 ** (len(channel_mults) - 1)``; c_noise: ``(B,)``;
-        output: ``(B, C, H, W)``.
+        x: ``(B, C, H, W)`` with H, W divisible by :attr:`stride`; c_noise: ``(B,)``; output: ``(B, C, H, W)``.
     """
+
+    @property
+    def stride(self) -> int:
+        """Image sizes must be multiples of this: ``2 ** (len(channel_mults) - 1)``."""
+        return 2 ** (len(self.config.channel_mults) - 1)
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -119,7 +124,8 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 chans.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, g, dp), Attention(ch, g), ResBlock(ch, ch, emb, g, dp)])
+        mid_attn = Attention(ch, g) if config.mid_attention else nn.Identity()
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, g, dp), mid_attn, ResBlock(ch, ch, emb, g, dp)])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mults))):
