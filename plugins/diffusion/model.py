@@ -38,6 +38,8 @@ class DiffusionPrior(Prior):
         self.image_shape = image_shape
         self.name = name
         self.memory_format = torch.contiguous_format
+        self.tile: int | None = None  # tile size for large images (None: whole images)
+        self.tile_overlap = 32
         sig = schedule.sigmas()
         self.sigma_min = float(sig[0]) / 2
         self.sigma_max = float(sig[-1]) / 2
@@ -58,16 +60,26 @@ class DiffusionPrior(Prior):
         """Network call: epsilon from ``x = x0 + sigma eps`` on the [-1, 1] scale. sigma: ``(B, 1, 1, 1)``.
 
         Sizes that are not multiples of the UNet's stride are padded by reflection to the next multiple and the
-        output is cropped back, so a fully convolutional prior takes any ``H x W``.
+        output is cropped back, so a fully convolutional prior takes any ``H x W``. With :attr:`tile` set, images
+        larger than ``tile`` go through the network in overlapping tiles (:func:`invgen.priors.tiling.tiled`), so
+        memory stays bounded by the tile size.
         """
         scale = 1.0 / torch.sqrt(1.0 + sigma_m11**2)
         x_in = x_m11 * scale
+        cond = c_noise(sigma_m11.reshape(-1))
+        if self.tile is not None and max(x_in.shape[-2:]) > self.tile:
+            from invgen.priors.tiling import tiled
+
+            return tiled(lambda t: self._call(t, cond), x_in, self.tile, self.tile_overlap)
+        return self._call(x_in, cond)
+
+    def _call(self, x_in: Tensor, cond: Tensor) -> Tensor:
         h, w = x_in.shape[-2:]
         m = self.net.stride
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x_in = F.pad(x_in, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
-        out = self.net(x_in.contiguous(memory_format=self.memory_format), c_noise(sigma_m11.reshape(-1)))
+        out = self.net(x_in.contiguous(memory_format=self.memory_format), cond)
         return out[..., :h, :w].contiguous()
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -102,6 +114,8 @@ class DiffusionPrior(Prior):
         net.load_state_dict(state)
         shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None
         prior = cls(net, VPSchedule(**cfg["schedule"]), shape, name or cfg.get("name", "diffusion"))
+        if cfg.get("tile"):
+            prior.tile, prior.tile_overlap = int(cfg["tile"]), int(cfg.get("tile_overlap", 32))
         prior = prior.to(device)
         if torch.device(device).type == "cpu":
             prior.channels_last()
