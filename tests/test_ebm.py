@@ -161,9 +161,11 @@ def test_energy_network_shapes_gaussian_start_and_conservative_score():
     h = 1e-5
     fd = (prior.energy(xs + h * v, 0.1) - prior.energy(xs - h * v, 0.1)) / (2 * h)  # directional derivative
     torch.testing.assert_close(-(prior.score(xs, 0.1) * v).flatten(1).sum(1), fd, rtol=1e-6, atol=1e-6)
-    # the loss is the epsilon-weighted DSM loss: at F = 0 its value has a closed form per noise level
-    loss = dsm_loss(net.float(), torch.zeros(4, 1, 8, 8), torch.full((4,), 0.5), torch.ones(4, 1, 8, 8))
-    assert float(loss.detach()) >= 0
+    # the loss is the epsilon-weighted DSM loss: at F = 0, x0 = 0, n = 1, s = 0.5 the noisy image is x = 0.5 and
+    # s grad E = s x / (s^2 + 0.25) = 0.5, so the loss is (0.5 - 1)^2
+    fresh = EnergyUNet(cfg)
+    loss = dsm_loss(fresh, torch.zeros(4, 1, 8, 8), torch.full((4,), 0.5), torch.ones(4, 1, 8, 8))
+    assert float(loss.detach()) == pytest.approx(0.25, rel=1e-6)
 
 
 def _args(out, steps, folder):
