@@ -226,11 +226,22 @@ def test_shipped_ebm_separates_data_from_noise_and_denoises(name):
     if DATA is None:
         pytest.skip("INVGEN_DATA is not set")
     from invgen.data import load_dataset
-    from invgen_plugins.ebm.evaluate import auroc, energies
+    from invgen_plugins.ebm.evaluate import auroc, complexity_corrected, energies, png_bits
 
-    x = load_dataset(name.removeprefix("ebm-"), "test")[0][:32]
-    noise = torch.rand(32, 1, 32, 32, generator=gen(0))
-    assert auroc(-energies(prior, x, 0.005), -energies(prior, noise, 0.005)) >= 0.95
+    dataset = name.removeprefix("ebm-")
+    other = "fashion-mnist" if dataset == "mnist" else "mnist"
+    x = load_dataset(dataset, "test")[0][:100]
+    o = load_dataset(other, "test")[0][:100]
+    noise = (torch.rand(100, 1, 32, 32, generator=gen(0)) * 255).round() / 255
+    ex, eo, en = (energies(prior, v, 0.02) for v in (x, o, noise))
+    assert auroc(-ex, -en) >= 0.99
+    # the complexity-corrected score separates the other dataset (docs/ebm: 0.988 / 0.998 on 1000 images); the raw
+    # -E does for ebm-mnist (0.999) and not for ebm-fashion-mnist, which prefers the simpler digits (0.16)
+    cx, co = complexity_corrected(ex, png_bits(x)), complexity_corrected(eo, png_bits(o))
+    assert auroc(cx, co) >= 0.95
+    raw = auroc(-ex, -eo)
+    assert raw >= 0.95 if dataset == "mnist" else raw <= 0.5
+    x = x[:32]
     # Tweedie's denoiser from -grad E: far better than the noisy input at sigma = 0.2
     n = x + 0.2 * torch.randn(x.shape, generator=gen(1))
     mse_in = float(((n - x) ** 2).mean())
