@@ -121,14 +121,15 @@ def test_patch_training_gives_a_fully_convolutional_gray_prior(tmp_path):
     for i, (h, w) in enumerate([(20, 24), (24, 20), (16, 32)]):
         Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
     args = _args(tmp_path / "out", 2, folder)
-    args.patch_size = 8
+    args.patch_size, args.no_mid_attention, args.tile = 8, True, 64
     run(args)
     import json
 
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["image_shape"] is None and cfg["channels"] == 1 and cfg["unet"]["in_channels"] == 1
+    assert cfg["unet"]["mid_attention"] is False and cfg["tile"] == 64
     prior = DiffusionPrior.from_pretrained(tmp_path / "out")
-    assert prior.image_shape is None
+    assert prior.image_shape is None and prior.tile == 64 and isinstance(prior.net.mid[1], torch.nn.Identity)
     assert prior.denoise(torch.rand(1, 1, 16, 24), 0.1).shape == (1, 1, 16, 24)
 
 

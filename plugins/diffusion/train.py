@@ -112,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "flips and rotations), for a fully convolutional prior of any image size; 0: whole images at --image-size",
     )
     parser.add_argument("--channels", type=int, default=0, help="patch training: 1 gray, 3 RGB, 0 from the images")
+    parser.add_argument(
+        "--no-mid-attention",
+        action="store_true",
+        help="no global attention in the middle block (a fully convolutional UNet, for priors of any image size)",
+    )
+    parser.add_argument(
+        "--tile", type=int, default=0, help="tile size the shipped prior uses on large images (0: none)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     patches = getattr(args, "patch_size", 0)
+    if getattr(args, "tile", 0) and args.tile <= 32:
+        raise ValueError(f"--tile must exceed the tiles' overlap of 32 pixels, got {args.tile}")
     if patches:
         source = load_patch_source(args.dataset, getattr(args, "channels", 0))
         channels = source[0].shape[0]
@@ -139,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         channel_mults=tuple(int(m) for m in args.channel_mults.split(",")),
         num_res_blocks=args.num_res_blocks,
         attention_levels=tuple(int(a) for a in args.attention_levels.split(",") if a),
+        mid_attention=not getattr(args, "no_mid_attention", False),
     )
     schedule = VPSchedule()
     net = UNet(ucfg).to(device)
@@ -163,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "schedule": schedule.to_dict(),
         "image_shape": None if patches else [channels, args.image_size, args.image_size],
         "channels": channels,
+        "tile": getattr(args, "tile", 0) or None,
         "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": n_params,
