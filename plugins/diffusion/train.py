@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -122,37 +123,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train (or resume) and write ``config.json`` + ``model.safetensors`` (the EMA weights)."""
+def training_batches(args: argparse.Namespace) -> tuple[Callable[[torch.Generator], torch.Tensor], int, bool]:
+    """The data of a denoising trainer: ``(batch, channels, patches)``, ``batch(gen)`` a ``(B, C, S, S)`` batch on
+    [-1, 1] (random patches with flips/rotations under ``--patch-size``, else whole images with horizontal flips where
+    the dataset allows them), all randomness from ``gen``."""
+    device = torch.device(args.device)
+    patches = getattr(args, "patch_size", 0)
+    if patches:
+        source = load_patch_source(args.dataset, getattr(args, "channels", 0))
+
+        def batch(gen: torch.Generator) -> torch.Tensor:
+            return random_patches(source, args.batch_size, patches, gen).to(device) * 2 - 1
+
+        return batch, source[0].shape[0], True
+    images = load_training_images(args.dataset, args.image_size)
+    flip = FLIP_OK.get(args.dataset, True)
+
+    def batch(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, images.shape[0], (args.batch_size,), generator=gen)
+        x0 = images[idx].to(device) * 2 - 1
+        if flip:
+            mask = torch.rand(args.batch_size, generator=gen) < 0.5
+            x0 = torch.where(mask.to(device)[:, None, None, None], x0.flip(-1), x0)
+        return x0
+
+    return batch, images.shape[1], False
+
+
+def fit(
+    args: argparse.Namespace,
+    net: torch.nn.Module,
+    config: dict,
+    batch: Callable[[torch.Generator], torch.Tensor],
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
+    desc: str,
+) -> None:
+    """The training loop the denoising trainers share: AdamW with a 500-step warm-up and gradient clipping, EMA,
+    checkpoints every ``--checkpoint-every`` steps that resume exactly (model, optimizer, EMA, generator), a progress
+    bar with the loss and ETA, and ``model.safetensors`` (EMA weights) + ``config.json`` written at each checkpoint.
+    ``loss_fn(net, x0, gen)`` draws its own noise from ``gen``."""
     from tqdm import tqdm
 
     from invgen.train import EMA, load_checkpoint, save_checkpoint
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    patches = getattr(args, "patch_size", 0)
-    if getattr(args, "tile", 0) and args.tile <= 32:
-        raise ValueError(f"--tile must exceed the tiles' overlap of 32 pixels, got {args.tile}")
-    if patches:
-        source = load_patch_source(args.dataset, getattr(args, "channels", 0))
-        channels = source[0].shape[0]
-    else:
-        images = load_training_images(args.dataset, args.image_size)
-        channels = images.shape[1]
-    ucfg = UNetConfig(
-        in_channels=channels,
-        base_channels=args.base_channels,
-        channel_mults=tuple(int(m) for m in args.channel_mults.split(",")),
-        num_res_blocks=args.num_res_blocks,
-        attention_levels=tuple(int(a) for a in args.attention_levels.split(",") if a),
-        mid_attention=not getattr(args, "no_mid_attention", False),
-    )
-    schedule = VPSchedule()
-    net = UNet(ucfg).to(device)
     ema = EMA(net, args.ema)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
@@ -164,46 +178,16 @@ def run(args: argparse.Namespace) -> int:
         losses = list(meta["extra"].get("losses", []))
         seconds_before = float(meta["extra"].get("seconds", 0.0))
         print(f"resuming from step {step} ({ckpt})", file=sys.stderr)
-    sigmas = schedule.sigmas(torch.float32).to(device)
-    ab = schedule.alphas_cumprod(torch.float32).to(device)
-    n_params = sum(p.numel() for p in net.parameters())
-    config = {
-        "name": f"diffusion-{args.dataset}" if not args.dataset.startswith("folder:") else "diffusion-folder",
-        "family": "diffusion",
-        "unet": ucfg.to_dict(),
-        "schedule": schedule.to_dict(),
-        "image_shape": None if patches else [channels, args.image_size, args.image_size],
-        "channels": channels,
-        "tile": getattr(args, "tile", 0) or None,
-        "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
-        "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
-        "parameters": n_params,
-        "command": training_command("diffusion"),
-    }
-    flip = FLIP_OK.get(args.dataset, True)
-    bar = tqdm(total=args.steps, initial=step, desc=f"diffusion {args.dataset}", dynamic_ncols=True)
+    bar = tqdm(total=args.steps, initial=step, desc=desc, dynamic_ncols=True)
     t0, running = time.time(), None
     net.train()
     while step < args.steps:
-        if patches:
-            x0 = random_patches(source, args.batch_size, patches, gen).to(device) * 2 - 1
-        else:
-            idx = torch.randint(0, images.shape[0], (args.batch_size,), generator=gen)
-            x0 = images[idx].to(device) * 2 - 1
-        if flip and not patches:
-            mask = torch.rand(args.batch_size, generator=gen) < 0.5
-            x0 = torch.where(mask.to(device)[:, None, None, None], x0.flip(-1), x0)
-        t = torch.randint(0, schedule.steps, (args.batch_size,), generator=gen).to(device)
-        eps = torch.randn(x0.shape, generator=gen).to(device)
-        a = ab[t].sqrt()[:, None, None, None]
-        xt = a * x0 + (1 - ab[t]).sqrt()[:, None, None, None] * eps
-        loss = F.mse_loss(net(xt, c_noise(sigmas[t])), eps)
+        loss = loss_fn(net, batch(gen), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        warm = min(1.0, (step + 1) / 500)
         for g in opt.param_groups:
-            g["lr"] = args.lr * warm
+            g["lr"] = args.lr * min(1.0, (step + 1) / 500)
         opt.step()
         ema.update(net)
         step += 1
@@ -214,17 +198,56 @@ def run(args: argparse.Namespace) -> int:
             losses.append([step, round(running, 5)])
         if step % args.checkpoint_every == 0 or step == args.steps:
             seconds = seconds_before + time.time() - t0
-            save_checkpoint(
-                ckpt,
-                model=net,
-                optimizer=opt,
-                ema=ema,
-                step=step,
-                generator=gen,
-                extra={"losses": losses, "seconds": seconds},
-            )
+            extra = {"losses": losses, "seconds": seconds}
+            save_checkpoint(ckpt, model=net, optimizer=opt, ema=ema, step=step, generator=gen, extra=extra)
             _export(out, ema.model, config, step, losses, seconds)
     bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) and write ``config.json`` + ``model.safetensors`` (the EMA weights)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if getattr(args, "tile", 0) and args.tile <= 32:
+        raise ValueError(f"--tile must exceed the tiles' overlap of 32 pixels, got {args.tile}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    batch, channels, patches = training_batches(args)
+    ucfg = UNetConfig(
+        in_channels=channels,
+        base_channels=args.base_channels,
+        channel_mults=tuple(int(m) for m in args.channel_mults.split(",")),
+        num_res_blocks=args.num_res_blocks,
+        attention_levels=tuple(int(a) for a in args.attention_levels.split(",") if a),
+        mid_attention=not getattr(args, "no_mid_attention", False),
+    )
+    schedule = VPSchedule()
+    net = UNet(ucfg).to(device)
+    sigmas = schedule.sigmas(torch.float32).to(device)
+    ab = schedule.alphas_cumprod(torch.float32).to(device)
+    config = {
+        "name": f"diffusion-{args.dataset}" if not args.dataset.startswith("folder:") else "diffusion-folder",
+        "family": "diffusion",
+        "unet": ucfg.to_dict(),
+        "schedule": schedule.to_dict(),
+        "image_shape": None if patches else [channels, args.image_size, args.image_size],
+        "channels": channels,
+        "tile": getattr(args, "tile", 0) or None,
+        "parametrisation": "epsilon, VP state input, conditioned on c_noise(log s)",
+        "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "command": training_command("diffusion"),
+    }
+
+    def loss_fn(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        t = torch.randint(0, schedule.steps, (x0.shape[0],), generator=gen).to(device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        a = ab[t].sqrt()[:, None, None, None]
+        xt = a * x0 + (1 - ab[t]).sqrt()[:, None, None, None] * eps
+        return F.mse_loss(model(xt, c_noise(sigmas[t])), eps)
+
+    fit(args, net, config, batch, loss_fn, f"diffusion {args.dataset}")
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from invgen.checks import as_sigma, check_image
-from invgen.errors import RangeError
+from invgen.errors import RangeError, ShapeError
 from invgen.priors.base import Prior
 
 
@@ -74,8 +74,6 @@ class EnergyPrior(Prior):
     def _check(self, x: Tensor) -> None:
         check_image(x, "x", channels=self.image_shape[0] if self.image_shape else None)
         if self.image_shape is not None and tuple(x.shape[1:]) != tuple(self.image_shape):
-            from invgen.errors import ShapeError
-
             raise ShapeError(f"prior {self.name!r}: expected images of shape (B, {self.image_shape}), got {x.shape}")
 
     def energy(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:

@@ -17,24 +17,20 @@ without careful regularisation (energy magnitudes, buffer reinitialisation), and
 the energy noise-conditional, which gives the ``denoiser`` capability (Tweedie) for the diffusion solvers and an
 annealed Langevin that starts from noise.
 
-EMA weights, checkpoints that resume exactly (same command), a progress bar with loss and ETA, safetensors + JSON.
+The loop (EMA, exact resume, progress bar, safetensors + JSON) is the diffusion trainer's :func:`fit`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
+from invgen.train.checkpoint import add_common_arguments, training_command
 from invgen_plugins.diffusion.schedule import VPSchedule
-from invgen_plugins.diffusion.train import FLIP_OK, load_training_images
+from invgen_plugins.diffusion.train import fit, training_batches
 from invgen_plugins.diffusion.unet import UNetConfig
 from invgen_plugins.ebm.net import EnergyConfig, EnergyUNet
 
@@ -57,18 +53,12 @@ def dsm_loss(net: EnergyUNet, x0: torch.Tensor, s: torch.Tensor, noise: torch.Te
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and write ``config.json`` + ``model.safetensors`` (the EMA weights)."""
-    from tqdm import tqdm
-
-    from invgen.train import EMA, load_checkpoint, save_checkpoint
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    images = load_training_images(args.dataset, args.image_size)
-    channels = images.shape[1]
+    batch, channels, patches = training_batches(args)
     ecfg = EnergyConfig(
         UNetConfig(
             in_channels=channels,
@@ -80,17 +70,6 @@ def run(args: argparse.Namespace) -> int:
     )
     schedule = VPSchedule()
     net = EnergyUNet(ecfg).to(device)
-    ema = EMA(net, args.ema)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(args.seed)
-    ckpt = out / "checkpoint"
-    step, losses, seconds_before = 0, [], 0.0
-    if ckpt.with_suffix(".json").exists():
-        meta = load_checkpoint(ckpt, model=net, optimizer=opt, ema=ema, generator=gen)
-        step = int(meta["step"])
-        losses = list(meta["extra"].get("losses", []))
-        seconds_before = float(meta["extra"].get("seconds", 0.0))
-        print(f"resuming from step {step} ({ckpt})", file=sys.stderr)
     sigmas = schedule.sigmas(torch.float64)
     log_lo, log_hi = float(sigmas[0].log()), float(sigmas[-1].log())
     config = {
@@ -98,51 +77,18 @@ def run(args: argparse.Namespace) -> int:
         "family": "ebm",
         "energy": ecfg.to_dict(),
         "schedule": schedule.to_dict(),
-        "image_shape": [channels, args.image_size, args.image_size],
+        "image_shape": None if patches else [channels, args.image_size, args.image_size],
         "parametrisation": "E(x, s) = |x|^2 / (2 (s^2 + 0.25)) + sum(UNet(x / sqrt(s^2 + 0.25), s)) / s, [-1, 1] scale",
         "method": "denoising score matching on -grad E, s log-uniform over the VP schedule's range (double backprop)",
         "training": {k: v for k, v in vars(args).items() if k not in ("func", "out", "device", "threads")},
         "parameters": sum(p.numel() for p in net.parameters()),
         "command": training_command("ebm"),
     }
-    flip = FLIP_OK.get(args.dataset, True)
-    bar = tqdm(total=args.steps, initial=step, desc=f"ebm {args.dataset}", dynamic_ncols=True)
-    t0, running = time.time(), None
-    net.train()
-    while step < args.steps:
-        idx = torch.randint(0, images.shape[0], (args.batch_size,), generator=gen)
-        x0 = images[idx].to(device) * 2 - 1
-        if flip:
-            mask = torch.rand(args.batch_size, generator=gen) < 0.5
-            x0 = torch.where(mask.to(device)[:, None, None, None], x0.flip(-1), x0)
-        u = torch.rand(args.batch_size, generator=gen).to(device)
+
+    def loss_fn(model: EnergyUNet, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        u = torch.rand(x0.shape[0], generator=gen).to(device)
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        loss = dsm_loss(net, x0, torch.exp(log_lo + u * (log_hi - log_lo)), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step + 1) / 500)
-        opt.step()
-        ema.update(net)
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % 50 == 0:
-            losses.append([step, round(running, 5)])
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            seconds = seconds_before + time.time() - t0
-            extra = {"losses": losses, "seconds": seconds}
-            save_checkpoint(ckpt, model=net, optimizer=opt, ema=ema, step=step, generator=gen, extra=extra)
-            export_weights(ema.model, out)
-            cfg = dict(
-                config,
-                steps_done=step,
-                final_loss=losses[-1][1] if losses else math.nan,
-                train_seconds=round(seconds, 1),
-                losses=losses,
-            )
-            (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    bar.close()
+        return dsm_loss(model, x0, torch.exp(log_lo + u * (log_hi - log_lo)), noise)
+
+    fit(args, net, config, batch, loss_fn, f"ebm {args.dataset}")
     return 0
