@@ -23,12 +23,26 @@ import torch
 
 import invgen
 
-# DnCNN paper, Table 2 (BSD68, gray): average PSNR (dB)
+# Average PSNR (dB). Gray BSD68: DnCNN paper (Zhang et al. 2017), Table 2. Colour CBSD68 and Kodak24: FFDNet paper
+# (Zhang et al. 2018), Table VI (CBM3D and CDnCNN columns).
 PUBLISHED = {
     "bsd68": {
         "BM3D": {15: 31.07, 25: 28.57, 50: 25.62},
         "DnCNN-S": {15: 31.73, 25: 29.23, 50: 26.23},
-    }
+    },
+    "cbsd68": {
+        "CBM3D": {15: 33.52, 25: 30.71, 50: 27.38},
+        "CDnCNN": {15: 33.89, 25: 31.23, 50: 27.92},
+    },
+    "kodak24": {
+        "CBM3D": {15: 34.28, 25: 31.68, 50: 28.46},
+        "CDnCNN": {15: 34.48, 25: 32.03, 50: 28.85},
+    },
+}
+SOURCES = {
+    "bsd68": "DnCNN paper (Zhang et al. 2017), Table 2",
+    "cbsd68": "FFDNet paper (Zhang et al. 2018), Table VI",
+    "kodak24": "FFDNet paper (Zhang et al. 2018), Table VI",
 }
 
 
@@ -76,7 +90,8 @@ def evaluate(prior, images: list[torch.Tensor], sigmas: list[float], seed: int =
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prior", required=True, help="a registered prior with the denoiser capability")
+    p.add_argument("--prior", help="a registered prior with the denoiser capability")
+    p.add_argument("--prior-path", help="or a diffusion weights folder (config.json + model.safetensors)")
     p.add_argument("--set", default="bsd68", help="bsd68, set12, cbsd68 or kodak24")
     p.add_argument("--sigmas", default="15,25,50", help="noise std on the 0-255 scale")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
@@ -85,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prior = invgen.prior(args.prior)
+    if bool(args.prior) == bool(args.prior_path):
+        p.error("give exactly one of --prior NAME and --prior-path DIR")
+    if args.prior_path:
+        from invgen_plugins.diffusion.model import DiffusionPrior
+
+        prior = DiffusionPrior.from_pretrained(args.prior_path)
+    else:
+        prior = invgen.prior(args.prior)
     data = invgen.dataset(args.set)
     images = [data[i] for i in range(len(data) if not args.limit else min(args.limit, len(data)))]
     sigmas = [float(s) for s in args.sigmas.split(",")]
@@ -103,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         row += [f"{published[m].get(int(s), float('nan')):.2f}" for m in published]
         lines.append(f"| {s:g} | " + " | ".join(row) + f" | {res[s]['s_per_mp']:.2f} |")
     if published:
-        lines += ["", "Published figures: DnCNN paper (Zhang et al. 2017), Table 2."]
+        lines += ["", f"Published figures: {SOURCES[args.set]}."]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -111,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{prior.name}-{args.set}.md").write_text(text + "\n")
         payload = {"prior": prior.name, "set": args.set, "images": len(images), "results": res}
+        if args.prior_path:
+            cfg = json.loads((Path(args.prior_path) / "config.json").read_text())
+            payload["weights"] = {"path": str(args.prior_path), "steps_done": cfg.get("steps_done")}
         (folder / f"{prior.name}-{args.set}.json").write_text(json.dumps(payload, indent=1))
     return 0
 

@@ -276,7 +276,12 @@ DATASETS: list[tuple[str, str, str, tuple[int, int, int] | None, tuple[str, ...]
 ]
 
 
+# channel count of the sets whose sizes vary (shape None); the others' is their shape[0]
+DATASET_CHANNELS = {"set5": 3, "set14": 3, "set12": 1, "bsd68": 1, "cbsd68": 3}
+
+
 @hookimpl
 def register_datasets(register: Callable[..., None]) -> None:
     for name, path, description, shape, files in DATASETS:
-        register(name, _lazy(path), description=description, shape=shape, files=files)
+        channels = shape[0] if shape else DATASET_CHANNELS.get(name)
+        register(name, _lazy(path), description=description, shape=shape, channels=channels, files=files)

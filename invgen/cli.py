@@ -263,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "max, stored in info.json), observation.png, contact_sheet.png, info.json and, with a reference (or "
         "--degrade), metrics.json.",
     )
-    p.add_argument("--image", required=True, help="PNG/JPEG: the observation, or the clean image with --degrade")
+    p.add_argument(
+        "--image",
+        required=True,
+        help="PNG/JPEG: the observation, or the clean image with --degrade; skimage:NAME reads a scikit-image sample "
+        "photo (camera, astronaut, coffee, chelsea, coins, moon, ...: offline, they ship with the dependency)",
+    )
     p.add_argument("--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur"))
     p.add_argument("--prior", required=True, help="a registered prior (invgen plugins)")
     p.add_argument("--solver", help="a registered solver (default: the best the prior supports)")

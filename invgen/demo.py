@@ -2,9 +2,11 @@
 
 Tasks (each with the shipped prior it needs; a task whose prior is not installed is skipped and says so):
 super-resolution x4 and box inpainting (``diffusion-mnist``), sketch-to-image (``diffusion-mnist``, DPS through the
-differentiable sketch operator, edge F1 reported) and colorization (``diffusion-cifar10``). Ground truths are test
-images when ``INVGEN_DATA`` is set, else unconditional DDIM samples of the prior with a fixed seed, so the demo runs
-on a fresh install with no data and no network. Then MALA on the analytic Gaussian-mixture prior beside its exact
+differentiable sketch operator, edge F1 reported), colorization (``diffusion-cifar10``), and on photos bicubic
+super-resolution x2 and free-form inpainting (``diffusion-natural-gray`` on centre crops of scikit-image's sample
+photos, which ship with the dependency). Other ground truths are test images when ``INVGEN_DATA`` is set, else
+unconditional DDIM samples of the prior with a fixed seed, so the demo runs on a fresh install with no data and no
+network. Then MALA on the analytic Gaussian-mixture prior beside its exact
 posterior. Writes ``gallery.png``, ``exactness.png``, ``metrics.md`` and ``metrics.json``.
 """
 
@@ -35,16 +37,38 @@ TASKS: list[tuple[str, str, str, dict, str, dict, dict]] = [
     ("sketch-to-image", "diffusion-mnist", "sketch", {"channels": 1}, "dps", {"steps": 30, "zeta": 0.3},
      {"steps": 50, "zeta": 0.3}),
     ("colorization", "diffusion-cifar10", "colorize", {}, "pigdm", {"steps": 20}, {"steps": 50}),
+    ("photo super-resolution x2", "diffusion-natural-gray", "superres", {"scale": 2, "kernel": "bicubic"}, "pigdm",
+     {"steps": 20}, {"steps": 50}),
+    ("photo inpainting (free-form)", "diffusion-natural-gray", "inpaint", {"mask": "freeform", "seed": 0}, "pigdm",
+     {"steps": 20}, {"steps": 50}),
 ]  # fmt: skip
 DATASET_OF = {"diffusion-mnist": "mnist", "diffusion-fashion-mnist": "fashion-mnist", "diffusion-cifar10": "cifar10"}
+PHOTOS_OF = {"diffusion-natural-gray": ("camera", "coins", "moon")}  # scikit-image photos: offline, any-size priors
 
 
-def _ground_truth(prior_name: str, prior, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    """Test images when INVGEN_DATA is set, else unconditional DDIM samples (fixed seed)."""
+def _photo_crops(names: tuple[str, ...], n: int, size: int) -> torch.Tensor:
+    """Centre ``size x size`` crops of the first ``n`` scikit-image photos (gray). Shape ``(n, 1, size, size)``."""
+    from invgen.data.sets import read_image
+
+    crops = []
+    for name in names[:n]:
+        x = read_image(f"skimage:{name}", channels=1)
+        h, w = x.shape[-2:]
+        i, j = (h - size) // 2, (w - size) // 2
+        crops.append(x[:, i : i + size, j : j + size])
+    return torch.stack(crops)
+
+
+def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = 128) -> tuple[torch.Tensor, str]:
+    """Photo crops for any-size priors; else test images when INVGEN_DATA is set, else unconditional DDIM samples
+    (fixed seed)."""
     import os
 
     import invgen
 
+    if prior_name in PHOTOS_OF:
+        names = PHOTOS_OF[prior_name][:n]
+        return _photo_crops(names, n, size), f"scikit-image photos {', '.join(names)} ({size}x{size} centre crops)"
     dataset = DATASET_OF.get(prior_name)
     if dataset and os.environ.get("INVGEN_DATA"):
         ds = invgen.dataset(dataset).select(count=n, start=seed * n)
@@ -83,7 +107,7 @@ def run_tasks(out_dir: Path, seed: int = 0, quick: bool = False) -> tuple[list[d
         if prior_name not in priors:
             priors[prior_name] = invgen.prior(prior_name)
         prior = priors[prior_name]
-        x, source = _ground_truth(prior_name, prior, n_images, seed)
+        x, source = _ground_truth(prior_name, prior, n_images, seed, size=96 if quick else 128)
         op = invgen.operator(op_name, noise={"name": "gaussian", "std": 0.05}, **op_kw)
         y = op.measure(x, generator=torch.Generator().manual_seed(seed))
         kw = quick_kw if quick else full_kw

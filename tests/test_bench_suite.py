@@ -125,6 +125,38 @@ def test_auto_priors_follow_the_registered_datasets():
     assert sorted(p.name for p in s.datasets[0].priors) == expected
 
 
+def test_auto_priors_skip_any_size_priors_of_the_wrong_channel_count():
+    import invgen
+    from invgen import registry
+
+    class AnySize:
+        @invgen.hookimpl
+        def register_priors(self, register):
+            kw = {"capabilities": ("denoiser",), "image_shape": None, "datasets": ("set12", "kodak24")}
+            register("gray-any-size", lambda **o: invgen.Prior(), channels=1, **kw)
+            register("rgb-any-size", lambda **o: invgen.Prior(), channels=3, **kw)
+
+    suite = """\
+name: t
+datasets:
+  - {name: set12, priors: auto}
+  - {name: kodak24, priors: auto}
+tasks:
+  - {name: dn, operator: identity, noise: 0.1}
+solvers:
+  - pinv
+"""
+    pm = invgen.plugin_manager()
+    pm.register(AnySize(), name="any-size")
+    try:
+        s = parse_suite(suite)
+        found = {d.label: [p.name for p in d.priors if p.name.endswith("any-size")] for d in s.datasets}
+        assert found == {"set12": ["gray-any-size"], "kodak24": ["rgb-any-size"]}
+    finally:
+        pm.unregister(name="any-size")
+    assert "gray-any-size" not in registry.entries("priors")
+
+
 @pytest.mark.parametrize("name", ["quick", "mnist", "fashion-mnist", "cifar10", "classic"])
 def test_shipped_suites_are_valid(name):
     s = load_suite(name)

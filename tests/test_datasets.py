@@ -382,3 +382,23 @@ def test_folder_verification(tmp_path):
         invgen.dataset("folder", path=tmp_path, verify=True, checksums={})
     with pytest.raises(ValueError, match="needs checksums="):
         invgen.dataset("folder", path=tmp_path, verify=True)
+
+
+def test_scikit_image_photos_read_offline_exactly():
+    import skimage.data
+
+    from invgen.data.sets import PHOTOS, photo, read_image
+
+    cam = read_image("skimage:camera")
+    assert cam.shape == (1, 512, 512) and cam.dtype == torch.float32
+    torch.testing.assert_close(cam[0], torch.from_numpy(skimage.data.camera()).float() / 255, rtol=0, atol=0)
+    coffee = photo("coffee")
+    assert coffee.shape == (3, 400, 600)
+    # channels=1 is the ITU-R 601 luma, as for files
+    luma = read_image("skimage:coffee", channels=1)
+    expected = 0.299 * coffee[0] + 0.587 * coffee[1] + 0.114 * coffee[2]
+    torch.testing.assert_close(luma[0], expected, rtol=0, atol=1e-6)
+    assert read_image("skimage:moon", channels=3).shape == (3, 512, 512)
+    assert len(PHOTOS) == 12 and all(photo(n).min() >= 0 and photo(n).max() <= 1 for n in ("page", "rocket"))
+    with pytest.raises(ValueError, match="unknown scikit-image photo 'lena'; expected one of astronaut"):
+        read_image("skimage:lena")

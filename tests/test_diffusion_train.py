@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import pytest
@@ -175,3 +176,81 @@ def test_tiled_network_calls_stay_within_the_tile():
     assert out.shape == x.shape and len(seen) > 1 and all(h <= 24 and w <= 24 for h, w in seen)
     # GroupNorm statistics differ per tile: close to the whole-image call, not equal
     assert float((out - whole).detach().abs().mean()) < 0.05
+
+
+def test_lognormal_noise_levels_follow_edm_and_stay_in_the_schedule():
+    from invgen_plugins.diffusion.train import lognormal_levels
+
+    sig = VPSchedule().sigmas(torch.float32)
+    s = lognormal_levels(20000, torch.Generator().manual_seed(0), float(sig[0]), float(sig[-1]))
+    assert s.shape == (20000,)
+    assert float(s.min()) >= float(sig[0]) and float(s.max()) <= float(sig[-1])
+    log_s = s.log()
+    assert abs(float(log_s.mean()) + 1.2) < 0.03 and abs(float(log_s.std()) - 1.2) < 0.03
+    # the noise levels of DnCNN's BSD68 table (sigma 15..50 of 255 on [0, 1] -> s = 0.118..0.392): 37 % of the
+    # training steps (closed form Phi(0.220) - Phi(-0.784) = 0.371), against 8.3 % of the uniform VP timesteps
+    inside = float(((s > 2 * 15 / 255) & (s < 2 * 50 / 255)).float().mean())
+    assert abs(inside - 0.371) < 0.01, inside
+    t_sig = VPSchedule().sigmas()
+    assert abs(float(((t_sig > 2 * 15 / 255) & (t_sig < 2 * 50 / 255)).double().mean()) - 0.083) < 1e-9
+
+
+def test_lognormal_training_resumes_exactly(tmp_path):
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+
+    def args(out, steps):
+        a = _args(out, steps, folder)
+        a.patch_size, a.no_mid_attention, a.noise_levels = 8, True, "lognormal"
+        return a
+
+    run(args(tmp_path / "straight", 4))
+    run(args(tmp_path / "resumed", 2))
+    run(args(tmp_path / "resumed", 4))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    import json
+
+    cfg = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert cfg["training"]["noise_levels"] == "lognormal" and cfg["steps_done"] == 4
+
+
+def test_cifar10_patch_source_is_the_training_split_as_rgb_images(monkeypatch):
+    import invgen.data as data
+    from invgen_plugins.diffusion.train import load_patch_source
+
+    fake = torch.rand(5, 3, 32, 32)
+    calls = []
+
+    def load_dataset(name, split):
+        calls.append((name, split))
+        return fake, torch.zeros(5, dtype=torch.long)
+
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
+    src = load_patch_source("cifar10")
+    assert calls == [("cifar10", "train")] and len(src) == 5
+    torch.testing.assert_close(torch.stack(src), fake, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cifar10 is RGB"):
+        load_patch_source("cifar10", channels=1)
+    with pytest.raises(ValueError, match="reads bsd400, cifar10 or folder:PATH"):
+        load_patch_source("mnist")
+
+
+def test_mixed_noise_levels_also_cover_the_high_levels_samplers_start_from():
+    from invgen_plugins.diffusion.train import lognormal_levels, mixed_levels
+
+    sig = VPSchedule().sigmas(torch.float32)
+    lo, hi = float(sig[0]), float(sig[-1])
+    s = mixed_levels(40000, torch.Generator().manual_seed(0), lo, hi)
+    assert float(s.min()) >= lo and float(s.max()) <= hi
+    high = float((s > 10).float().mean())
+    # 0.2 * ln(157 / 10) / ln(157 / 0.01) = 0.057 from the log-uniform part (+ 0.8 * 0.0012 lognormal tail)
+    expected = 0.2 * math.log(hi / 10) / math.log(hi / lo) + 0.8 * 0.5 * math.erfc((math.log(10) + 1.2) / 1.2 / 2**0.5)
+    assert abs(high - expected) < 0.004, (high, expected)
+    only = lognormal_levels(40000, torch.Generator().manual_seed(0), lo, hi)
+    assert float((only > 10).float().mean()) < 0.003

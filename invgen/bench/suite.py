@@ -365,7 +365,16 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         _keys(doc, transform, (*path, "transform"), TRANSFORM_KEYS, "transform")
         shape = _transformed_shape(doc, entry.meta.get("shape"), transform, (*path, "transform"))
         label = _name(doc, d.get("label", d["name"]), (*path, "label"), "dataset label")
-        priors = _dataset_priors(doc, d.get("priors", []), (*path, "priors"), d["name"], shape)
+        channels = (
+            shape[0]
+            if shape is not None
+            else 1
+            if transform.get("gray")
+            else 3
+            if transform.get("rgb")
+            else entry.meta.get("channels")
+        )
+        priors = _dataset_priors(doc, d.get("priors", []), (*path, "priors"), d["name"], shape, channels)
         datasets.append(DatasetSpec(label, d["name"], options, count, ids, start, transform, priors, shape))
     _unique(
         doc,
@@ -639,7 +648,12 @@ def _transformed_shape(
 
 
 def _dataset_priors(
-    doc: _Located, v: Any, path: tuple[Any, ...], dataset: str, shape: tuple[int, int, int] | None
+    doc: _Located,
+    v: Any,
+    path: tuple[Any, ...],
+    dataset: str,
+    shape: tuple[int, int, int] | None,
+    channels: int | None = None,
 ) -> tuple[PriorSpec, ...]:
     from invgen import registry
 
@@ -647,8 +661,9 @@ def _dataset_priors(
         found = []
         for n, e in sorted(registry.entries("priors").items()):
             if dataset in e.meta.get("datasets", ()):
-                ishape = e.meta.get("image_shape")
-                if shape is None or ishape is None or tuple(ishape) == tuple(shape):
+                ishape, chans = e.meta.get("image_shape"), e.meta.get("channels")
+                fits = shape is None or ishape is None or tuple(ishape) == tuple(shape)
+                if fits and (channels is None or chans is None or chans == channels):
                     found.append(PriorSpec(n))
         return tuple(found)
     if v is None:

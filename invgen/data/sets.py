@@ -265,8 +265,33 @@ def _file_channels(mode: str) -> int:
     return 1 if mode in GRAY_MODES else 3
 
 
+# scikit-image's sample photos that ship inside its wheel (no download): name -> skimage.data function
+PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "page", "rocket",
+          "text")  # fmt: skip
+
+
+def photo(name: str) -> Tensor:
+    """A scikit-image sample photo as float32 ``(C, H, W)`` in [0, 1], offline (the files ship with the dependency):
+    gray ``camera`` (512x512), ``moon``, ``coins`` (303x384), ``brick``, ``grass``, ``gravel``, ``page``, ``text``;
+    RGB ``astronaut`` (512x512), ``coffee`` (400x600), ``chelsea`` (300x451), ``rocket`` (427x640).
+
+    Shape:
+        ``(1, H, W)`` or ``(3, H, W)``.
+    """
+    if name not in PHOTOS:
+        raise ValueError(f"unknown scikit-image photo {name!r}; expected one of {', '.join(PHOTOS)}")
+    import skimage.data
+
+    array = np.asarray(getattr(skimage.data, name)())
+    if array.dtype != np.uint8:
+        raise InvgenError(f"skimage.data.{name}() gave {array.dtype}, expected uint8")
+    x = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+    return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
+
+
 def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
-    """Read an image file as float32 ``(C, H, W)`` in [0, 1].
+    """Read an image file as float32 ``(C, H, W)`` in [0, 1]; ``skimage:NAME`` reads a scikit-image sample photo
+    (:func:`photo`).
 
     Gray files (``L``, ``1``, 16-bit ``I;16``/``I``, ``F``) give C = 1, everything else (RGB, RGBA, palette, CMYK...)
     C = 3; alpha is dropped. 16-bit data are scaled by 1/65535. ``channels`` forces the result: 3 repeats a gray
@@ -277,6 +302,8 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
     """
     from PIL import Image
 
+    if isinstance(path, str) and path.startswith("skimage:"):
+        return _convert_channels(photo(path[len("skimage:") :]), channels)
     with Image.open(path) as im:
         mode = im.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -289,7 +316,10 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
             array = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(np.ascontiguousarray(array))
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-    x = x.clamp_(0.0, 1.0)
+    return _convert_channels(x.clamp_(0.0, 1.0), channels)
+
+
+def _convert_channels(x: Tensor, channels: int | None) -> Tensor:
     if channels == 3 and x.shape[0] == 1:
         x = x.repeat(3, 1, 1)
     elif channels == 1 and x.shape[0] == 3:

@@ -169,13 +169,17 @@ def register_weight_folders(
             was trained on (the folder's name when the config does not say).
         **meta: more registration metadata (e.g. ``log_prob_kind="exact"``).
 
-    The metadata also carry ``image_shape`` (from the config) and ``datasets`` (``training.dataset``, which the
-    benchmark suites' ``priors: auto`` uses).
+    The metadata also carry ``image_shape`` and ``channels`` (from the config) and ``datasets`` (``training.dataset``
+    and the config's optional ``datasets`` list, e.g. the test sets an any-size prior is meant for), which the
+    benchmark suites' ``priors: auto`` uses.
     """
     module, cls = prior_class.split(":")
     for folder in sorted(p for p in Path(weights).glob("*") if (p / "model.safetensors").exists()):
         config = json.loads((folder / "config.json").read_text())
         trained_on = config.get("training", {}).get("dataset")
+        datasets = tuple(dict.fromkeys([*([trained_on] if trained_on else []), *config.get("datasets", [])]))
+        shape = tuple(config["image_shape"]) if config.get("image_shape") else None
+        channels = config.get("channels") or (shape[0] if shape else None)
 
         def factory(device: str | torch.device = "cpu", _folder: Path = folder, **kw: Any) -> Any:
             if not (_folder / "model.safetensors").exists():
@@ -187,8 +191,9 @@ def register_weight_folders(
             folder.name,
             factory,
             capabilities=capabilities,
-            image_shape=tuple(config["image_shape"]) if config.get("image_shape") else None,
-            datasets=(trained_on,) if trained_on else (),
+            image_shape=shape,
+            channels=channels,
+            datasets=datasets,
             description=describe(config, trained_on or folder.name),
             **meta,
         )

@@ -1,6 +1,7 @@
 """Training of diffusion priors: ``invgen train diffusion --dataset mnist --steps N --out DIR``.
 
-Epsilon-prediction with the DDPM "simple" loss over uniformly drawn VP timesteps, AdamW, gradient clipping, EMA
+Epsilon-prediction with the DDPM "simple" loss over uniformly drawn VP timesteps (or EDM's log-normal noise levels,
+``--noise-levels lognormal``), AdamW, gradient clipping, EMA
 weights, checkpoints every ``--checkpoint-every`` steps that resume exactly after an interruption (same command),
 a progress bar with loss and ETA, and a safetensors + JSON output that :class:`DiffusionPrior` rebuilds from.
 """
@@ -29,7 +30,8 @@ PATCH_DATASETS = {"bsd400": "bsd400_gray"}  # --dataset NAME -> folder under INV
 def load_patch_source(dataset: str, channels: int = 0) -> list[torch.Tensor]:
     """Whole training images at their own size for patch training: ``[(C, H, W), ...]`` in [0, 1].
 
-    ``dataset``: ``bsd400`` (the 400 DnCNN training images under ``INVGEN_DATA/bsd400_gray``) or ``folder:PATH``.
+    ``dataset``: ``bsd400`` (the 400 DnCNN training images under ``INVGEN_DATA/bsd400_gray``), ``cifar10`` (the
+    50000 32x32 training images: the colour data there is) or ``folder:PATH``.
     ``channels``: 1 (gray), 3 (RGB) or 0 (1 if every image is gray, else 3).
     """
     import numpy as np
@@ -37,12 +39,18 @@ def load_patch_source(dataset: str, channels: int = 0) -> list[torch.Tensor]:
 
     from invgen.data.datasets import data_root
 
+    if dataset == "cifar10":
+        from invgen.data import load_dataset
+
+        if channels not in (0, 3):
+            raise ValueError(f"--channels: cifar10 is RGB (3), got {channels}")
+        return list(load_dataset("cifar10", "train")[0].unbind(0))
     if dataset in PATCH_DATASETS:
         folder = data_root() / PATCH_DATASETS[dataset]
     elif dataset.startswith("folder:"):
         folder = Path(dataset[7:])
     else:
-        raise ValueError(f"patch training reads bsd400 or folder:PATH, got --dataset {dataset!r}")
+        raise ValueError(f"patch training reads bsd400, cifar10 or folder:PATH, got --dataset {dataset!r}")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
     if not files:
         raise FileNotFoundError(f"no images under {str(folder)!r}")
@@ -121,6 +129,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile", type=int, default=0, help="tile size the shipped prior uses on large images (0: none)"
     )
+    parser.add_argument(
+        "--noise-levels",
+        choices=("uniform-t", "lognormal", "mixed"),
+        default="uniform-t",
+        help="training noise levels: uniform VP timesteps (DDPM); log s ~ N(-1.2, 1.2^2) clipped to the schedule's "
+        "range (EDM's distribution, [-1, 1] scale: more steps at the levels image restoration uses, but almost none "
+        "above s = 10, where the epsilon network then fails); mixed: that with probability 0.8, else log s uniform "
+        "over the schedule's range (solvers start at s = 157)",
+    )
 
 
 def training_batches(args: argparse.Namespace) -> tuple[Callable[[torch.Generator], torch.Tensor], int, bool]:
@@ -148,6 +165,21 @@ def training_batches(args: argparse.Namespace) -> tuple[Callable[[torch.Generato
         return x0
 
     return batch, images.shape[1], False
+
+
+def lognormal_levels(n: int, gen: torch.Generator, lo: float, hi: float) -> torch.Tensor:
+    """``n`` training noise levels on the [-1, 1] scale with ``log s ~ N(-1.2, 1.2^2)`` (EDM's training distribution,
+    Karras et al. 2022, whose sigma_data = 0.5 is this scale), clipped to ``[lo, hi]``. Shape ``(n,)``."""
+    return torch.exp(-1.2 + 1.2 * torch.randn(n, generator=gen)).clamp(lo, hi)
+
+
+def mixed_levels(n: int, gen: torch.Generator, lo: float, hi: float, p_uniform: float = 0.2) -> torch.Tensor:
+    """:func:`lognormal_levels`, each level replaced with probability ``p_uniform`` by one log-uniform on
+    ``[lo, hi]``, so the high noise levels that samplers start from are trained too. Shape ``(n,)``."""
+    s = lognormal_levels(n, gen, lo, hi)
+    pick = torch.rand(n, generator=gen) < p_uniform
+    u = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(n, generator=gen))
+    return torch.where(pick, u, s)
 
 
 def fit(
@@ -240,7 +272,15 @@ def run(args: argparse.Namespace) -> int:
         "command": training_command("diffusion"),
     }
 
+    levels = getattr(args, "noise_levels", "uniform-t")
+
     def loss_fn(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if levels in ("lognormal", "mixed"):
+            draw = lognormal_levels if levels == "lognormal" else mixed_levels
+            s = draw(x0.shape[0], gen, float(sigmas[0]), float(sigmas[-1])).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            xt = (x0 + s[:, None, None, None] * eps) / torch.sqrt(1 + s**2)[:, None, None, None]
+            return F.mse_loss(model(xt, c_noise(s)), eps)
         t = torch.randint(0, schedule.steps, (x0.shape[0],), generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         a = ab[t].sqrt()[:, None, None, None]
