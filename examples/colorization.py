@@ -3,11 +3,11 @@
 The ``colorize`` operator keeps the ITU-R 601 luma of an RGB image (Gaussian noise std 0.05); colour must come
 from the prior. Which prior:
 
-* ``diffusion-cifar10`` with PiGDM when that prior is registered (not shipped yet);
+* ``diffusion-cifar10`` (or ``--prior NAME``) with PiGDM when that prior is registered (it ships with invgen);
 * otherwise a Gaussian (Wiener) prior fitted to CIFAR-10 training images
   (``invgen_plugins.analytic.gaussian.Gaussian.fit``), whose posterior is exact: ``prior.exact_posterior(op, y)``
   gives the closed-form mean and covariance, and its samples are exact posterior samples. This needs the data
-  (``INVGEN_DATA``); without data and without ``diffusion-cifar10`` the script says what is missing and exits 0.
+  (``INVGEN_DATA``); without data and without the colour prior the script says what is missing and exits 0.
 
 Reported: PSNR / SSIM of the posterior mean and of the samples, the sample diversity (mean per-pixel std across
 samples), LPIPS of the samples when ``INVGEN_LPIPS_WEIGHTS`` is set, and the gray baseline (the luma y repeated in
@@ -39,7 +39,7 @@ from invgen.tasks import contact_sheet
 
 NAME = "colorization"
 MISSING = (
-    "colorization skipped: it needs a colour prior. 'diffusion-cifar10' is not registered in this build, and the "
+    "colorization skipped: it needs a colour prior. '{prior}' is not registered in this build, and the "
     "fallback (a Gaussian prior fitted to CIFAR-10 training images) needs the data: set INVGEN_DATA to the folder "
     "holding cifar10/cifar10_jpg.tar.gz."
 )
@@ -67,7 +67,7 @@ def ground_truth(prior: object, n: int, size: int, seed: int) -> tuple[torch.Ten
         return torch.stack([ds.image(i) for i in pick]), f"CIFAR-10 test images {pick} at {size}x{size}"
     dummy = invgen.operator("identity", noise=invgen.noise("gaussian", std=1.0))
     post = invgen.solve(torch.zeros(n, 3, size, size), dummy, prior, solver="ddim", steps=50, seed=1000 + seed)
-    return post.samples[0].clamp(0, 1), f"DDIM samples of diffusion-cifar10 (seed {1000 + seed}; INVGEN_DATA not set)"
+    return post.samples[0].clamp(0, 1), f"DDIM samples of the prior (seed {1000 + seed}; INVGEN_DATA not set)"
 
 
 def scores(samples: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
@@ -112,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=f"examples/out/{NAME}", help="output folder")
     parser.add_argument("--smoke", action="store_true", help="tiny run (16x16 images, few training images) for tests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", default="diffusion-cifar10", help="the learned colour prior (32x32 RGB)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t0 = time.perf_counter()
-    has_diffusion = "diffusion-cifar10" in invgen.list_priors()
+    has_diffusion = args.prior in invgen.list_priors()
     if not has_diffusion and not os.environ.get("INVGEN_DATA"):
-        print(MISSING)
+        print(MISSING.format(prior=args.prior))
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     size = 32 if has_diffusion or not args.smoke else 16  # the Gaussian's dense covariance is (3 size^2)^2
 
     if has_diffusion:
-        prior, how = invgen.prior("diffusion-cifar10"), "pigdm/diffusion-cifar10"
+        prior, how = invgen.prior(args.prior), f"pigdm/{args.prior}"
     else:
         n_train = 300 if args.smoke else 2000
         prior, how = fit_gaussian(n_train, size, args.seed), "exact/gaussian-fit"

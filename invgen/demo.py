@@ -4,10 +4,11 @@ Tasks (each with the shipped prior it needs; a task whose prior is not installed
 super-resolution x4 and box inpainting (``diffusion-mnist``), sketch-to-image (``diffusion-mnist``, DPS through the
 differentiable sketch operator, edge F1 reported), colorization (``diffusion-cifar10``), and on photos bicubic
 super-resolution x2 and free-form inpainting (``diffusion-natural-gray`` on centre crops of scikit-image's sample
-photos, which ship with the dependency). Other ground truths are test images when ``INVGEN_DATA`` is set, else
-unconditional DDIM samples of the prior with a fixed seed, so the demo runs on a fresh install with no data and no
-network. Then MALA on the analytic Gaussian-mixture prior beside its exact
-posterior. Writes ``gallery.png``, ``exactness.png``, ``metrics.md`` and ``metrics.json``.
+photos, which ship with the dependency) and colorization (``diffusion-natural-rgb`` on resized colour photos).
+Other ground truths are test images when ``INVGEN_DATA`` is set, else unconditional DDIM samples of the prior with a
+fixed seed, so the demo runs on a fresh install with no data and no network. Then MALA on the analytic
+Gaussian-mixture prior beside its exact posterior. Writes ``gallery.png``, ``exactness.png``, ``metrics.md`` and
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -41,18 +42,33 @@ TASKS: list[tuple[str, str, str, dict, str, dict, dict]] = [
      {"steps": 20}, {"steps": 50}),
     ("photo inpainting (free-form)", "diffusion-natural-gray", "inpaint", {"mask": "freeform", "seed": 0}, "pigdm",
      {"steps": 20}, {"steps": 50}),
+    ("photo colorization", "diffusion-natural-rgb", "colorize", {}, "pigdm", {"steps": 20}, {"steps": 50}),
 ]  # fmt: skip
 DATASET_OF = {"diffusion-mnist": "mnist", "diffusion-fashion-mnist": "fashion-mnist", "diffusion-cifar10": "cifar10"}
-PHOTOS_OF = {"diffusion-natural-gray": ("camera", "coins", "moon")}  # scikit-image photos: offline, any-size priors
+# scikit-image photos for the any-size priors (offline: they ship with the dependency): names, channels, and whether
+# the photo is first resized (short side to the crop size: the whole scene, as the colour prior saw CIFAR-10's) or
+# cropped at full resolution (the gray prior was trained on BSD400 patches at full resolution).
+PHOTOS_OF = {
+    "diffusion-natural-gray": (("camera", "coins", "moon"), 1, False),
+    "diffusion-natural-rgb": (("astronaut", "coffee", "chelsea"), 3, True),
+}
 
 
-def _photo_crops(names: tuple[str, ...], n: int, size: int) -> torch.Tensor:
-    """Centre ``size x size`` crops of the first ``n`` scikit-image photos (gray). Shape ``(n, 1, size, size)``."""
+def _photo_crops(names: tuple[str, ...], n: int, size: int, channels: int = 1, resize: bool = False) -> torch.Tensor:
+    """Centre ``size x size`` crops of the first ``n`` scikit-image photos, after resizing the short side to ``size``
+    (antialiased) when ``resize``. Shape ``(n, channels, size, size)``."""
+    import torch.nn.functional as F
+
     from invgen.data.sets import read_image
 
     crops = []
     for name in names[:n]:
-        x = read_image(f"skimage:{name}", channels=1)
+        x = read_image(f"skimage:{name}", channels=channels)
+        if resize:
+            h, w = x.shape[-2:]
+            shape = (max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w))))
+            x = F.interpolate(x[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
+            x = x.clamp(0, 1)
         h, w = x.shape[-2:]
         i, j = (h - size) // 2, (w - size) // 2
         crops.append(x[:, i : i + size, j : j + size])
@@ -67,8 +83,11 @@ def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = 128) ->
     import invgen
 
     if prior_name in PHOTOS_OF:
-        names = PHOTOS_OF[prior_name][:n]
-        return _photo_crops(names, n, size), f"scikit-image photos {', '.join(names)} ({size}x{size} centre crops)"
+        names, channels, resize = PHOTOS_OF[prior_name]
+        names = names[:n]
+        how = "resized, centre crops" if resize else "centre crops"
+        x = _photo_crops(names, n, size, channels, resize)
+        return x, f"scikit-image photos {', '.join(names)} ({size}x{size} {how})"
     dataset = DATASET_OF.get(prior_name)
     if dataset and os.environ.get("INVGEN_DATA"):
         ds = invgen.dataset(dataset).select(count=n, start=seed * n)

@@ -298,8 +298,14 @@ def solve_image(
         "extras": {k: v for k, v in post.extras.items() if isinstance(v, (int, float, str))},
     }
     if x_ref is not None:
+        from invgen.metrics.lpips import lpips_available
+
         ref = x_ref[None]
         result: dict[str, Any] = {"mean": {}, "samples": {}, "samples_mean": {}}
+        offline = not lpips_available()
+        if offline and "lpips" in metrics:  # never a download: say what is missing instead
+            metrics = tuple(m for m in metrics if m != "lpips")
+            result["skipped"] = {"lpips": "no LPIPS weights offline: set INVGEN_LPIPS_WEIGHTS (AlexNet safetensors)"}
         for name in metrics:
             fn = invgen.registry.get("metrics", name).factory
             result["mean"][name] = float(fn(mean[None], ref)[0])
@@ -313,7 +319,7 @@ def solve_image(
         if samples.shape[0] > 1:
             from invgen.metrics.posterior import diversity
 
-            kind = "lpips" if min(samples.shape[-2:]) >= 32 else "l2"
+            kind = "lpips" if min(samples.shape[-2:]) >= 32 and not offline else "l2"
             result["diversity"] = {kind: float(diversity(samples[:, None], metric=kind)[0])}
         (out / "metrics.json").write_text(json.dumps(result, indent=1))
         info["metrics"] = result

@@ -159,11 +159,20 @@ def test_demo_quick_writes_gallery_and_table(tmp_path, monkeypatch):
 
     report = json.loads((tmp_path / "metrics.json").read_text())
     tasks = {r["task"]: r for r in report["tasks"]}
-    assert list(tasks) == ["super-resolution x4", "inpainting (box)", "sketch-to-image", "colorization"]
+    assert list(tasks) == [
+        "super-resolution x4",
+        "inpainting (box)",
+        "sketch-to-image",
+        "colorization",
+        "photo super-resolution x2",
+        "photo inpainting (free-form)",
+        "photo colorization",
+    ]
     ran = [r for r in tasks.values() if "skipped" not in r]
     assert {r["task"] for r in ran} >= {"super-resolution x4", "inpainting (box)", "sketch-to-image"}
     for r in ran:
-        assert r["ground truth"].startswith("DDIM samples") and r["lpips_samples"] is None
+        source = "scikit-image photos" if r["task"].startswith("photo") else "DDIM samples"
+        assert r["ground truth"].startswith(source) and r["lpips_samples"] is None, r
         assert r["psnr_mean"] > 12.0, r
     assert 0.5 < tasks["sketch-to-image"]["edge_f1"] <= 1.0
     rows = report["exactness"]

@@ -254,3 +254,52 @@ def test_mixed_noise_levels_also_cover_the_high_levels_samplers_start_from():
     assert abs(high - expected) < 0.004, (high, expected)
     only = lognormal_levels(40000, torch.Generator().manual_seed(0), lo, hi)
     assert float((only > 10).float().mean()) < 0.003
+
+
+def test_config_variant_registers_the_same_weights_under_another_name(tmp_path):
+    """A folder's ``variants`` become priors of their own: same weights, some config keys replaced, own metadata."""
+    import json
+
+    from invgen.train.checkpoint import export_weights, register_weight_folders, variant_config
+
+    folder = tmp_path / "weights" / "diffusion-toy32"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    for p in net.parameters():  # the zero-initialised output would make every prior trivially equal
+        p.data.normal_(0.0, 0.05)
+    export_weights(net, folder)
+    config = {
+        "name": "diffusion-toy32",
+        "unet": TINY.to_dict(),
+        "schedule": VPSchedule().to_dict(),
+        "image_shape": [1, 8, 8],
+        "training": {"dataset": "mnist"},
+        "variants": {"diffusion-toy-any": {"image_shape": None, "tile": 16, "datasets": ["set12"]}},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    entries = {}
+    register_weight_folders(
+        lambda name, factory, **meta: entries.setdefault(name, (factory, meta)),
+        tmp_path / "weights",
+        "invgen_plugins.diffusion.model:DiffusionPrior",
+        ("denoiser", "score"),
+        lambda cfg, dataset: f"trained on {dataset}",
+    )
+    assert sorted(entries) == ["diffusion-toy-any", "diffusion-toy32"]
+    base_meta, var_meta = entries["diffusion-toy32"][1], entries["diffusion-toy-any"][1]
+    assert base_meta["image_shape"] == (1, 8, 8) and base_meta["datasets"] == ("mnist",)
+    assert var_meta["image_shape"] is None and var_meta["channels"] == 1 and var_meta["datasets"] == ("set12",)
+    assert "the weights of diffusion-toy32, used as diffusion-toy-any" in var_meta["description"]
+
+    base, var = entries["diffusion-toy32"][0](), entries["diffusion-toy-any"][0]()
+    assert (base.name, base.image_shape, base.tile) == ("diffusion-toy32", (1, 8, 8), None)
+    assert (var.name, var.image_shape, var.tile) == ("diffusion-toy-any", None, 16)
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(base.denoise(x, 0.2), var.denoise(x, 0.2))
+    merged = variant_config(config, "diffusion-toy-any")
+    assert merged["variant_of"] == "diffusion-toy32" and "variants" not in merged
+    assert variant_config(config, "diffusion-toy32") is config and variant_config(config, None) is config
+    with pytest.raises(ValueError, match="must map config keys"):
+        variant_config({"variants": {"bad": 3}}, "bad")

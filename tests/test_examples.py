@@ -17,11 +17,11 @@ import invgen
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run_example(script: str, out: Path, drop: tuple[str, ...] = ()) -> str:
+def run_example(script: str, out: Path, drop: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> str:
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--smoke", "--out", str(out)],
+        [sys.executable, str(EXAMPLES / script), "--smoke", "--out", str(out), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -100,10 +100,11 @@ def test_colorization(tmp_path):
 
 
 def test_colorization_says_what_is_missing(tmp_path):
-    if "diffusion-cifar10" in invgen.list_priors():
-        pytest.skip("diffusion-cifar10 is installed: the script runs without data")
-    out = run_example("colorization.py", tmp_path / "out", drop=("INVGEN_DATA",))
-    assert "diffusion-cifar10" in out and "INVGEN_DATA" in out
+    """A colour prior that is not installed and no data for the Gaussian fallback: say so, write nothing, exit 0."""
+    missing = "diffusion-not-installed"
+    assert missing not in invgen.list_priors()
+    out = run_example("colorization.py", tmp_path / "out", drop=("INVGEN_DATA",), extra=("--prior", missing))
+    assert f"'{missing}' is not registered" in out and "INVGEN_DATA" in out
     assert not (tmp_path / "out").exists()
 
 

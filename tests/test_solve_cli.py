@@ -80,3 +80,23 @@ def test_edge_f1_closed_cases():
     assert float(edge_f1(shifted, sketch, tolerance=1)[0]) == pytest.approx(1.0)
     assert float(edge_f1(shifted, sketch, tolerance=0)[0]) < 0.7
     assert float(edge_f1(torch.zeros_like(x), sketch)[0]) == 0.0
+
+
+def test_solve_offline_without_lpips_weights_skips_lpips_and_says_so(digit, tmp_path, monkeypatch):
+    """No INVGEN_LPIPS_WEIGHTS and no cached torchvision AlexNet: metrics.json has no LPIPS (and no download)."""
+    monkeypatch.delenv("INVGEN_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    from invgen.metrics import lpips_available
+
+    assert not lpips_available()
+    out = tmp_path / "offline"
+    args = ["solve", "--image", str(digit), "--task", "sr", "--prior", "diffusion-mnist", "--solver", "ddrm"]
+    assert main([*args, "--steps", "3", "-n", "2", "--out", str(out), "--degrade"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["mean"]) == {"psnr", "ssim"} and "INVGEN_LPIPS_WEIGHTS" in m["skipped"]["lpips"]
+    assert set(m["diversity"]) == {"l2"} and m["diversity"]["l2"] > 0
+    (tmp_path / "empty-hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "empty-hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").write_bytes(b"")
+    assert lpips_available()
+    monkeypatch.setenv("INVGEN_LPIPS_WEIGHTS", "/some/file.safetensors")
+    assert lpips_available() and not lpips_available("vgg")

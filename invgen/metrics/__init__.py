@@ -41,7 +41,7 @@ from typing import Any
 
 # The submodules are cheap (torch only; lpips, torchvision and skimage are imported inside the functions that need
 # them). Importing them here binds the package attributes to the functions, not to the submodules of the same name.
-from invgen.metrics.lpips import lpips, lpips_model
+from invgen.metrics.lpips import lpips, lpips_available, lpips_model
 from invgen.metrics.posterior import coverage, credible_interval, data_consistency, diversity
 from invgen.metrics.psnr import check_pair, psnr
 from invgen.metrics.ssim import ssim
@@ -66,6 +66,7 @@ __all__ = [
     "frechet_distance_from_statistics",
     "label_consistency",
     "lpips",
+    "lpips_available",
     "lpips_model",
     "psnr",
     "ssim",

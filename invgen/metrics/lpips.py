@@ -70,6 +70,21 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
             param.copy_(tensor.to(param.dtype))
 
 
+# torchvision's ImageNet AlexNet checkpoint, the file the lpips package downloads into torch hub's cache
+TORCHVISION_ALEXNET = "alexnet-owt-7be5be79.pth"
+
+
+def lpips_available(net: str = "alex") -> bool:
+    """Whether :func:`lpips` can run without a download: ``INVGEN_LPIPS_WEIGHTS`` is set (AlexNet), or torchvision's
+    AlexNet checkpoint is already in torch hub's cache. Callers that must work offline (``invgen solve``, the demo)
+    leave LPIPS out, and say so, when this is False; :func:`lpips` itself would try the download."""
+    if net == "alex" and os.environ.get(WEIGHTS_ENV):
+        return True
+    if net != "alex":
+        return False
+    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_ALEXNET))
+
+
 def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> torch.nn.Module:
     """The cached ``lpips.LPIPS`` model (version 0.1, eval mode, frozen) for a trunk and a device.
 

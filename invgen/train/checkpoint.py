@@ -120,14 +120,36 @@ def load_checkpoint(
     return meta
 
 
+def variant_config(config: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """The config of ``name``: the folder's own config, or one of its ``variants`` (the same weights registered under
+    another name with some config keys replaced, e.g. an any-size ``image_shape: null`` use of a network trained on
+    32x32 images). Unknown names and None give the folder's config.
+
+    Example ``config.json`` fragment: ``"variants": {"diffusion-natural-rgb": {"image_shape": null, "tile": 256}}``.
+    """
+    over = config.get("variants", {}).get(name) if name else None
+    if over is None:
+        return config
+    if not isinstance(over, dict):
+        raise ValueError(f"config variant {name!r} must map config keys to values, got {type(over).__name__}")
+    merged = {key: value for key, value in config.items() if key != "variants"}
+    merged.update(over)
+    merged["name"] = name
+    merged["variant_of"] = config.get("name")
+    return merged
+
+
 def load_pretrained(
-    folder: str | Path, weights: str = "model.safetensors", device: str | torch.device = "cpu"
+    folder: str | Path, weights: str = "model.safetensors", device: str | torch.device = "cpu", name: str | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(config, state_dict)`` of a shipped or trained prior folder: ``config.json`` + safetensors (no pickle)."""
+    """``(config, state_dict)`` of a shipped or trained prior folder: ``config.json`` + safetensors (no pickle).
+
+    ``name`` selects one of the config's ``variants`` (:func:`variant_config`); the weights are the folder's.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = variant_config(json.loads((folder / "config.json").read_text()), name)
     return cfg, load_file(str(folder / weights), device=str(device))
 
 
@@ -171,32 +193,43 @@ def register_weight_folders(
 
     The metadata also carry ``image_shape`` and ``channels`` (from the config) and ``datasets`` (``training.dataset``
     and the config's optional ``datasets`` list, e.g. the test sets an any-size prior is meant for), which the
-    benchmark suites' ``priors: auto`` uses.
+    benchmark suites' ``priors: auto`` uses. Each of the config's ``variants`` (:func:`variant_config`) is registered
+    too, under its own name, with its own metadata (its ``datasets`` list alone) and the folder's weights.
     """
     module, cls = prior_class.split(":")
     for folder in sorted(p for p in Path(weights).glob("*") if (p / "model.safetensors").exists()):
-        config = json.loads((folder / "config.json").read_text())
-        trained_on = config.get("training", {}).get("dataset")
-        datasets = tuple(dict.fromkeys([*([trained_on] if trained_on else []), *config.get("datasets", [])]))
-        shape = tuple(config["image_shape"]) if config.get("image_shape") else None
-        channels = config.get("channels") or (shape[0] if shape else None)
+        base = json.loads((folder / "config.json").read_text())
+        base_shape = base.get("image_shape")
+        base_channels = base.get("channels") or (base_shape[0] if base_shape else None)
+        for name in (folder.name, *base.get("variants", {})):
+            config = variant_config(base, name)
+            trained_on = config.get("training", {}).get("dataset")
+            own = config.get("datasets", [])
+            datasets = tuple(dict.fromkeys([*([trained_on] if trained_on and name == folder.name else []), *own]))
+            shape = tuple(config["image_shape"]) if config.get("image_shape") else None
+            channels = config.get("channels") or (shape[0] if shape else base_channels)
+            description = describe(config, trained_on or folder.name)
+            if name != folder.name:
+                description += f" (the weights of {folder.name}, used as {name})"
 
-        def factory(device: str | torch.device = "cpu", _folder: Path = folder, **kw: Any) -> Any:
-            if not (_folder / "model.safetensors").exists():
-                raise FileNotFoundError(f"the weights of {_folder.name!r} are not shipped in this build ({_folder})")
-            prior_cls = getattr(import_module(module), cls)
-            return prior_cls.from_pretrained(_folder, name=_folder.name, device=device, **kw)
+            def factory(
+                device: str | torch.device = "cpu", _folder: Path = folder, _name: str = name, **kw: Any
+            ) -> Any:
+                if not (_folder / "model.safetensors").exists():
+                    raise FileNotFoundError(f"the weights of {_name!r} are not shipped in this build ({_folder})")
+                prior_cls = getattr(import_module(module), cls)
+                return prior_cls.from_pretrained(_folder, name=_name, device=device, **kw)
 
-        register(
-            folder.name,
-            factory,
-            capabilities=capabilities,
-            image_shape=shape,
-            channels=channels,
-            datasets=datasets,
-            description=describe(config, trained_on or folder.name),
-            **meta,
-        )
+            register(
+                name,
+                factory,
+                capabilities=capabilities,
+                image_shape=shape,
+                channels=channels,
+                datasets=datasets,
+                description=description,
+                **meta,
+            )
 
 
 def add_common_arguments(

@@ -109,7 +109,7 @@ class DiffusionPrior(Prior):
         """
         from invgen.train.checkpoint import load_pretrained
 
-        cfg, state = load_pretrained(folder, weights, device)
+        cfg, state = load_pretrained(folder, weights, device, name)
         net = UNet(UNetConfig.from_dict(cfg["unet"]))
         net.load_state_dict(state)
         shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None

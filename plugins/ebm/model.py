@@ -155,7 +155,7 @@ class EnergyPrior(Prior):
         from invgen_plugins.diffusion.schedule import SIGMA_MIN, VPSchedule
         from invgen_plugins.ebm.net import EnergyConfig, EnergyUNet
 
-        cfg, state = load_pretrained(folder, weights, device)
+        cfg, state = load_pretrained(folder, weights, device, name)
         net = EnergyUNet(EnergyConfig.from_dict(cfg["energy"]))
         net.load_state_dict(state)
         schedule = VPSchedule(**cfg["schedule"])

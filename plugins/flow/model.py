@@ -213,7 +213,7 @@ class FlowPrior(Prior):
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
 
-        cfg, state = load_pretrained(folder, weights, device)
+        cfg, state = load_pretrained(folder, weights, device, name)
         net = Glow(FlowConfig.from_dict(cfg["flow"]))
         net.load_state_dict(state)
         return cls(net.requires_grad_(False), name or cfg.get("name", "flow")).to(device)

@@ -99,7 +99,7 @@ class GANPrior(Prior):
         """Rebuild from ``config.json`` + safetensors generator weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
 
-        cfg, state = load_pretrained(folder, weights, device)
+        cfg, state = load_pretrained(folder, weights, device, name)
         net = Generator(GANConfig.from_dict(cfg["gan"]))
         net.load_state_dict(state)
         return cls(net.requires_grad_(False), name or cfg.get("name", "gan")).to(device)

@@ -184,7 +184,7 @@ class VAEPrior(Prior):
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
 
-        cfg, state = load_pretrained(folder, weights, device)
+        cfg, state = load_pretrained(folder, weights, device, name)
         net = ConvVAE(VAEConfig.from_dict(cfg["vae"]))
         net.load_state_dict(state)
         return cls(net.requires_grad_(False), name or cfg.get("name", "vae")).to(device)
