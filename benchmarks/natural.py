@@ -735,9 +735,13 @@ def load_prior(args: argparse.Namespace, device: torch.device) -> Any:
     if args.prior_path:
         from invgen_plugins.diffusion.model import DiffusionPrior
 
-        return DiffusionPrior.from_pretrained(args.prior_path, device=device)
-    prior = invgen.prior(args.prior)
-    return prior.to(device) if hasattr(prior, "to") else prior
+        prior = DiffusionPrior.from_pretrained(args.prior_path, device=device)
+    else:
+        prior = invgen.prior(args.prior)
+        prior = prior.to(device) if hasattr(prior, "to") else prior
+    if args.tile is not None and hasattr(prior, "tile"):
+        prior.tile = args.tile or None  # 0: whole images in one call
+    return prior
 
 
 def _csv(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -775,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (it needs INVGEN_LPIPS_WEIGHTS offline)")
     p.add_argument("--no-speed", action="store_true", help="skip the denoiser speed section")
+    p.add_argument(
+        "--tile", type=int, default=None, help="tile size of the prior's network calls (0: none; default: the prior's)"
+    )
     p.add_argument(
         "--speed-sizes", default=",".join(f"{h}x{w}" for h, w in SPEED_SIZES), help="HxW sizes of the speed section"
     )
@@ -866,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(device),
             "sr_crop": args.sr_crop,
             "crop": args.crop,
+            "tile": getattr(base_prior, "tile", None),
             "lpips": not args.no_lpips,
             "clip_denoised": args.clip_denoised,
             "torch": torch.__version__,

@@ -172,3 +172,32 @@ def test_solver_specific_option_errors():
         ddnm(prior, op, y, n_samples=1, generator=_gen(0), travel_repeat=0)
     with pytest.raises(ValueError, match="travel_length must be < steps = 10"):
         ddnm(prior, op, y, n_samples=1, generator=_gen(0), steps=10, travel_length=10, travel_repeat=2)
+
+
+class _OutOfRange:
+    """A denoiser that always answers 5.0, far outside the image range (an under-trained prior at high noise)."""
+
+    capabilities = frozenset({"denoiser"})
+    name = "out-of-range"
+
+    def denoise(self, x, sigma):
+        return torch.full_like(x, 5.0)
+
+
+@pytest.mark.parametrize("name", ["ddrm", "ddnm", "diffpir"])
+def test_clip_clamps_the_denoised_estimate(name):
+    """With clip=True the unobserved pixels end at the clamped estimate 1.0, without it at the raw 5.0; the observed
+    pixels of noiseless data are the data either way."""
+    from invgen.solvers.diffpir import diffpir
+
+    fn = {"ddrm": ddrm, "ddnm": ddnm, "diffpir": diffpir}[name]
+    mask = torch.zeros(1, 4, 4, dtype=torch.float64)
+    mask[..., :2] = 1.0
+    op = invgen.operator("inpaint", mask=mask, noise=_noise(0.0))
+    x = torch.full((1, 1, 4, 4), 0.25, dtype=torch.float64)
+    y = op.measure(x, generator=_gen(0))
+    hidden = mask.expand_as(x) == 0
+    for clip, expect in ((True, 1.0), (False, 5.0)):
+        out = fn(_OutOfRange(), op, y, n_samples=2, generator=_gen(1), steps=5, clip=clip)
+        assert torch.allclose(out[:, hidden], torch.full_like(out[:, hidden], expect)), (name, clip)
+        assert torch.allclose(out[:, ~hidden], torch.full_like(out[:, ~hidden], 0.25))

@@ -74,6 +74,7 @@ def ddnm(
     eta: float = 0.85,
     travel_length: int = 1,
     travel_repeat: int = 1,
+    clip: bool = False,
 ) -> Tensor:
     """DDNM+ posterior sampling: range-null projection of the denoised image, then a DDIM step (module docstring).
 
@@ -87,6 +88,10 @@ def ddnm(
         eta: fresh-noise fraction of the DDIM step, in [0, 1].
         travel_length: time-travel jump length ``L`` in levels (1 with ``travel_repeat = 1``: off).
         travel_repeat: how many times each stretch of ``L`` levels is run (1: no time travel).
+        clip: clamp the denoised estimate ``D(x_t, s_t)`` to the image range [0, 1] before it is used (the "clip
+            denoised" practice of DDPM/DDIM codebases; off by default, so the exactness figures are those of the
+            published algorithm). It keeps under-trained priors from drifting out of range, where an epsilon
+            network's error is amplified by s_t.
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -128,7 +133,8 @@ def ddnm(
             x = x + math.sqrt(nxt**2 - sig**2) * torch.randn(x_shape, generator=generator, **kw)
             continue
         z = operator.svd_vt(x)
-        z0 = operator.svd_vt(prior.denoise(x, sig))
+        x0 = prior.denoise(x, sig)
+        z0 = operator.svd_vt(x0.clamp(0.0, 1.0) if clip else x0)
         lam = torch.where(noisy & (nxt < nu), math.sqrt(1 - eta**2) * nxt / nu_safe, torch.ones_like(nu))
         z0_hat = torch.where(seen, z0 - lam * (z0 - ybar), z0)
         n = randn()

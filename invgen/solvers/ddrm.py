@@ -89,6 +89,7 @@ def ddrm(
     steps: int = 20,
     eta: float = 0.85,
     eta_b: float = 1.0,
+    clip: bool = False,
 ) -> Tensor:
     """DDRM posterior sampling in the operator's spectral coordinates (module docstring).
 
@@ -101,6 +102,10 @@ def ddrm(
         steps: number of denoising steps on the prior's schedule (``prior_sigmas``), one denoiser call each.
         eta: noise fraction of the unobserved and the "less noisy than the data" coordinates, in [0, 1].
         eta_b: weight of the data in the "noisier than the data" coordinates, in [0, 1].
+        clip: clamp the denoised estimate ``D(x_t, s_t)`` to the image range [0, 1] before it is used (the "clip
+            denoised" practice of DDPM/DDIM codebases; off by default, so the exactness figures are those of the
+            published algorithm). It keeps under-trained priors from drifting out of range, where an epsilon
+            network's error is amplified by s_t.
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -129,7 +134,8 @@ def ddrm(
     z = torch.where(start_on_y, ybar + (s_top**2 - nu.clamp_max(s_top) ** 2).sqrt() * randn(), mid + s_top * randn())
     x = operator.svd_v(z)
     for sig, nxt in itertools.pairwise(sigmas):
-        z0 = operator.svd_vt(prior.denoise(x, sig))
+        x0 = prior.denoise(x, sig)
+        z0 = operator.svd_vt(x0.clamp(0.0, 1.0) if clip else x0)
         ebar = (z - z0) / sig
         n = randn()
         hidden = z0 + math.sqrt(1 - eta**2) * nxt * ebar + eta * nxt * n

@@ -83,6 +83,7 @@ def diffpir(
     lam: float = 7.0,
     zeta: float = 0.3,
     prox_steps: int = 50,
+    clip: bool = False,
 ) -> Tensor:
     """DiffPIR sampling (module docstring).
 
@@ -96,6 +97,10 @@ def diffpir(
         lam: ``lambda``, the weight of the prior term in ``rho_i = lambda sigma_y^2 / s_i^2`` (paper: 7 for SR).
         zeta: fraction of fresh noise in the re-noising step, in [0, 1] (paper: 0.3 for SR).
         prox_steps: gradient steps of the data step for nonlinear operators.
+        clip: clamp the denoised estimate ``D(x_t, s_t)`` to the image range [0, 1] before it is used (the "clip
+            denoised" practice of DDPM/DDIM codebases; off by default, so the exactness figures are those of the
+            published algorithm). It keeps under-trained priors from drifting out of range, where an epsilon
+            network's error is amplified by s_t.
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -120,6 +125,8 @@ def diffpir(
     a, b = math.sqrt(1 - zeta), math.sqrt(zeta)
     for s, s_next in itertools.pairwise(sig):
         x0 = prior.denoise(x, s)
+        if clip:
+            x0 = x0.clamp(0.0, 1.0)
         x0_hat = data_step(operator, ys, x0, lam * var_y / s**2, prox_steps)
         if s_next == 0:
             x = x0_hat

@@ -92,6 +92,20 @@ def default_lam(operator: Any) -> float:
     return max(LAM_PER_STD * float(operator.noise.std), LAM_FLOOR)
 
 
+def start(operator: Any, y: Tensor, x_shape: tuple[int, ...], init: str) -> Tensor:
+    """The starting point of :func:`tv` (see its ``init``). Shape: y ``(B, ...)`` -> ``(B, C, H, W)``."""
+    if init == "pinv":
+        return operator.pinv(y)
+    if init != "mean":
+        raise ValueError(f"tv: init must be 'mean' or 'pinv', got {init!r}")
+    dims = tuple(range(1, len(x_shape)))
+    ones = y.new_ones(x_shape)
+    weight = operator.adjoint(operator(ones)).mean(dims, keepdim=True)
+    m = operator.adjoint(y).mean(dims, keepdim=True) / weight.clamp_min(1e-12)
+    m = m * ones
+    return m + operator.pinv(y - operator(m))
+
+
 def tv(
     prior: Any,
     operator: Any,
@@ -103,6 +117,7 @@ def tv(
     iters: int = 300,
     tol: float = 1e-6,
     bounds: tuple[float, float] | None = (0.0, 1.0),
+    init: str = "mean",
 ) -> tuple[Tensor, dict[str, Any]]:
     """Total-variation MAP by Chambolle-Pock, repeated ``n_samples`` times (deterministic).
 
@@ -116,6 +131,12 @@ def tv(
         iters: maximum number of primal-dual iterations.
         tol: stop when every item's relative change ``||x' - x|| / ||x||`` falls below it.
         bounds: the box ``(lo, hi)`` for x, or None for no constraint.
+        init: the starting point (the optimum does not depend on it, the iterations needed do): ``"mean"`` (default)
+            the solution of ``A x = y`` nearest the constant image ``m``, ``m + A^+ (y - A m)`` with ``m`` the
+            item's mean observed value ``mean(A^T y) / mean(A^T 1)`` (for inpainting: the holes filled with the mean
+            of the observed pixels); ``"pinv"`` ``A^+ y`` (holes start at 0, and large ones need thousands of
+            iterations to fill: 13.1 dB after 300 iterations on 256x256 BSD68 crops with the DDNM mask, against
+            20.4 dB from ``"mean"``).
 
     Returns:
         ``(N, B, C, H, W)`` samples and extras ``{"iterations", "objective" (per item, list), "lam"}``.
@@ -142,7 +163,7 @@ def tv(
 
     step = 0.99 / math.sqrt(operator_norm2(operator, x_shape, y) + 8.0)
     sigma = tau = step
-    x = box(operator.pinv(y))
+    x = box(start(operator, y, x_shape, init))
     xb = x.clone()
     p1 = torch.zeros_like(y)
     p2 = x.new_zeros((2, *x_shape))

@@ -138,6 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "above s = 10, where the epsilon network then fails); mixed: that with probability 0.8, else log s uniform "
         "over the schedule's range (solvers start at s = 157)",
     )
+    parser.add_argument(
+        "--uniform-fraction",
+        type=float,
+        default=0.2,
+        help="--noise-levels mixed: the fraction of levels drawn log-uniform over the schedule's range (generation "
+        "and colorization need the high levels trained; denoising the low ones)",
+    )
 
 
 def training_batches(args: argparse.Namespace) -> tuple[Callable[[torch.Generator], torch.Tensor], int, bool]:
@@ -273,11 +280,17 @@ def run(args: argparse.Namespace) -> int:
     }
 
     levels = getattr(args, "noise_levels", "uniform-t")
+    p_uniform = float(getattr(args, "uniform_fraction", 0.2))
+    if not 0.0 <= p_uniform <= 1.0:
+        raise ValueError(f"--uniform-fraction must be in [0, 1], got {p_uniform}")
 
     def loss_fn(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if levels in ("lognormal", "mixed"):
-            draw = lognormal_levels if levels == "lognormal" else mixed_levels
-            s = draw(x0.shape[0], gen, float(sigmas[0]), float(sigmas[-1])).to(device)
+            lo, hi = float(sigmas[0]), float(sigmas[-1])
+            if levels == "lognormal":
+                s = lognormal_levels(x0.shape[0], gen, lo, hi).to(device)
+            else:
+                s = mixed_levels(x0.shape[0], gen, lo, hi, p_uniform).to(device)
             eps = torch.randn(x0.shape, generator=gen).to(device)
             xt = (x0 + s[:, None, None, None] * eps) / torch.sqrt(1 + s**2)[:, None, None, None]
             return F.mse_loss(model(xt, c_noise(s)), eps)
