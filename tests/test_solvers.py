@@ -380,7 +380,7 @@ def test_tv_mean_start_fills_large_holes_and_reaches_the_same_optimum():
     assert torch.allclose(x0 * mask, op.pinv(y) * mask)  # observed pixels kept
     objs = {}
     for init in ("pinv", "mean"):
-        out, extras = tv(None, op, y, n_samples=1, generator=_gen(0), iters=100, tol=0.0, init=init)
+        _out, extras = tv(None, op, y, n_samples=1, generator=_gen(0), iters=100, tol=0.0, init=init)
         objs[init] = extras["objective"][0]
     assert objs["mean"] < 0.7 * objs["pinv"], objs
     runs = [tv(None, op, y, n_samples=1, generator=_gen(0), iters=20000, tol=1e-9, init=i)[0] for i in ("pinv", "mean")]
