@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|" + "---|" * (len(cols) + 1),
     ]
     for s in sigmas:
-        row = [f"{res[s]['noisy_psnr']:.2f}", f"**{res[s]['psnr']:.2f}**"]
-        row += [f"{published[m].get(int(s), float('nan')):.2f}" for m in published]
+        values = [res[s]["psnr"], *(published[m].get(int(s), float("nan")) for m in published)]
+        best = max(v for v in values if v == v)  # the best of the row (ours or published) in bold
+        row = [f"{res[s]['noisy_psnr']:.2f}", *(f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in values)]
         lines.append(f"| {s:g} | " + " | ".join(row) + f" | {res[s]['s_per_mp']:.2f} |")
     if published:
         lines += ["", f"Published figures: {SOURCES[args.set]}."]

@@ -303,3 +303,30 @@ def test_config_variant_registers_the_same_weights_under_another_name(tmp_path):
     assert variant_config(config, "diffusion-toy32") is config and variant_config(config, None) is config
     with pytest.raises(ValueError, match="must map config keys"):
         variant_config({"variants": {"bad": 3}}, "bad")
+
+
+def test_clip_denoised_clamps_the_tweedie_estimate_and_comes_from_the_config(tmp_path):
+    import json
+
+    from invgen.train.checkpoint import export_weights
+
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    for p in net.parameters():
+        p.data.normal_(0.0, 0.2)  # a wild network: its estimates leave [0, 1]
+    prior = DiffusionPrior(net, VPSchedule(), (1, 8, 8))
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = prior.denoise(x, 50.0)
+        prior.clip_denoised = True
+        clipped = prior.denoise(x, 50.0)
+    assert float(raw.min()) < 0.0 or float(raw.max()) > 1.0
+    assert torch.equal(clipped, raw.clamp(0, 1))
+    score = prior.score(x, 50.0)
+    assert torch.allclose(score, (clipped - x) / 50.0**2)
+    assert prior.config()["clip_denoised"] is True
+    export_weights(net, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**prior.config(), "clip_denoised": True}))
+    assert DiffusionPrior.from_pretrained(tmp_path).clip_denoised is True
+    (tmp_path / "config.json").write_text(json.dumps({**prior.config(), "clip_denoised": False}))
+    assert DiffusionPrior.from_pretrained(tmp_path).clip_denoised is False
