@@ -3,7 +3,7 @@
 The ``colorize`` operator keeps the ITU-R 601 luma of an RGB image (Gaussian noise std 0.05); colour must come
 from the prior. Which prior:
 
-* ``diffusion-cifar10`` (or ``--prior NAME``) with PiGDM when that prior is registered (it ships with invgen);
+* ``diffusion-cifar10`` (or ``--prior NAME``) with DDRM when that prior is registered (it ships with invgen);
 * otherwise a Gaussian (Wiener) prior fitted to CIFAR-10 training images
   (``invgen_plugins.analytic.gaussian.Gaussian.fit``), whose posterior is exact: ``prior.exact_posterior(op, y)``
   gives the closed-form mean and covariance, and its samples are exact posterior samples. This needs the data
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     size = 32 if has_diffusion or not args.smoke else 16  # the Gaussian's dense covariance is (3 size^2)^2
 
     if has_diffusion:
-        prior, how = invgen.prior(args.prior), f"pigdm/{args.prior}"
+        prior, how = invgen.prior(args.prior), f"ddrm/{args.prior}"
     else:
         n_train = 300 if args.smoke else 2000
         prior, how = fit_gaussian(n_train, size, args.seed), "exact/gaussian-fit"
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     if has_diffusion:
         post = invgen.solve(
-            y, op, prior, solver="pigdm", n_samples=n_samples, seed=args.seed, steps=20 if args.smoke else 50
+            y, op, prior, solver="ddrm", n_samples=n_samples, seed=args.seed, steps=20 if args.smoke else 50
         )
         samples, nfe = post.samples, post.nfe
     else:

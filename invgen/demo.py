@@ -37,12 +37,12 @@ TASKS: list[tuple[str, str, str, dict, str, dict, dict]] = [
      {"steps": 50}),
     ("sketch-to-image", "diffusion-mnist", "sketch", {"channels": 1}, "dps", {"steps": 30, "zeta": 0.3},
      {"steps": 50, "zeta": 0.3}),
-    ("colorization", "diffusion-cifar10", "colorize", {}, "pigdm", {"steps": 20}, {"steps": 50}),
+    ("colorization", "diffusion-cifar10", "colorize", {}, "ddrm", {"steps": 20}, {"steps": 50}),
     ("photo super-resolution x2", "diffusion-natural-gray", "superres", {"scale": 2, "kernel": "bicubic"}, "pigdm",
      {"steps": 20}, {"steps": 50}),
     ("photo inpainting (free-form)", "diffusion-natural-gray", "inpaint", {"mask": "freeform", "seed": 0}, "pigdm",
      {"steps": 20}, {"steps": 50}),
-    ("photo colorization", "diffusion-natural-rgb", "colorize", {}, "pigdm", {"steps": 20}, {"steps": 50}),
+    ("photo colorization", "diffusion-natural-rgb", "colorize", {}, "ddrm", {"steps": 20}, {"steps": 50}),
 ]  # fmt: skip
 DATASET_OF = {"diffusion-mnist": "mnist", "diffusion-fashion-mnist": "fashion-mnist", "diffusion-cifar10": "cifar10"}
 # scikit-image photos for the any-size priors (offline: they ship with the dependency): names, channels, and whether
