@@ -19,7 +19,8 @@ Protocol (every cell: PSNR and SSIM of the posterior mean, LPIPS of the samples,
   when the crop is smaller than 256 and nearest-resized when it is larger. Baselines ``pinv``, ``tikhonov``, ``tv``.
 * **Deblurring** (``deblur``) on BSD68 centre crops 256x256, noise std 0.01, circular convolution (our ``blur``
   operator): a 25x25 Gaussian of sigma 1.6, and the 8 motion kernels of Levin et al. 2009
-  (``eval/blur_kernels/Levin09.mat``, a MATLAB v7.3 file read with ``h5py``; image ``i`` uses kernel ``i % 8``).
+  (``eval/blur_kernels/Levin09.mat``, a MATLAB v7.3 file read with ``h5py``: ``pip install -e ".[bench]"``; image ``i``
+  uses kernel ``i % 8``).
   Baselines ``pinv`` (the truncated pseudo-inverse, ``rcond = 1e-6``), ``tikhonov``, ``tv``.
 
 Common rules: ground truths and outputs are rounded to 8 bits (clipped to [0, 255]) before PSNR and SSIM; SSIM is
