@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -66,18 +65,9 @@ def cifar_images(n: int) -> tuple[Tensor, list[int]]:
 
 def photo_images(names: list[str], size: int) -> list[Tensor]:
     """scikit-image colour photos, short side resized to ``size`` (antialiased), each ``(1, 3, H, W)``."""
-    import torch.nn.functional as F
+    from invgen.data.sets import read_image, resize_short_side
 
-    from invgen.data.sets import read_image
-
-    out = []
-    for name in names:
-        x = read_image(f"skimage:{name}", channels=3)[None]
-        h, w = x.shape[-2:]
-        scale = size / min(h, w)
-        shape = (max(size, round(h * scale)), max(size, round(w * scale)))
-        out.append(F.interpolate(x, size=shape, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1))
-    return out
+    return [resize_short_side(read_image(f"skimage:{name}", channels=3), size)[None] for name in names]
 
 
 def scores(samples: Tensor, x: Tensor, use_lpips: bool) -> dict[str, Any]:
@@ -131,7 +121,7 @@ def evaluate(name: str, x: Tensor, prior: Any, methods: list[str], args: argpars
     first images for the figure."""
     op = invgen.operator("colorize", noise=invgen.noise("gaussian", std=args.noise))
     y = op.measure(x, generator=torch.Generator().manual_seed(args.seed))
-    use_lpips = bool(os.environ.get("INVGEN_LPIPS_WEIGHTS")) and min(x.shape[-2:]) >= 32
+    use_lpips = invgen.metrics.lpips_available() and min(x.shape[-2:]) >= 32
     truth = {"colorfulness": _avg(colorfulness(x).tolist())}
     results, figure = {}, {}
     for method in methods:

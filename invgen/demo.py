@@ -57,18 +57,13 @@ PHOTOS_OF = {
 def _photo_crops(names: tuple[str, ...], n: int, size: int, channels: int = 1, resize: bool = False) -> torch.Tensor:
     """Centre ``size x size`` crops of the first ``n`` scikit-image photos, after resizing the short side to ``size``
     (antialiased) when ``resize``. Shape ``(n, channels, size, size)``."""
-    import torch.nn.functional as F
-
-    from invgen.data.sets import read_image
+    from invgen.data.sets import read_image, resize_short_side
 
     crops = []
     for name in names[:n]:
         x = read_image(f"skimage:{name}", channels=channels)
         if resize:
-            h, w = x.shape[-2:]
-            shape = (max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w))))
-            x = F.interpolate(x[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
-            x = x.clamp(0, 1)
+            x = resize_short_side(x, size)
         h, w = x.shape[-2:]
         i, j = (h - size) // 2, (w - size) // 2
         crops.append(x[:, i : i + size, j : j + size])

@@ -289,6 +289,18 @@ def photo(name: str) -> Tensor:
     return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
 
 
+def resize_short_side(x: Tensor, size: int) -> Tensor:
+    """Resize so the short side is ``size`` px, keeping the aspect ratio (antialiased bilinear, clamped to [0, 1]):
+    how the demo and the colorization benchmark bring photos to the scale of a prior trained on small images.
+
+    Shape:
+        ``(C, H, W)`` -> ``(C, h, w)`` with ``min(h, w) = size``.
+    """
+    h, w = x.shape[-2:]
+    shape = (max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w))))
+    return F.interpolate(x[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
 def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
     """Read an image file as float32 ``(C, H, W)`` in [0, 1]; ``skimage:NAME`` reads a scikit-image sample photo
     (:func:`photo`).

@@ -78,11 +78,11 @@ def lpips_available(net: str = "alex") -> bool:
     """Whether :func:`lpips` can run without a download: ``INVGEN_LPIPS_WEIGHTS`` is set (AlexNet), or torchvision's
     AlexNet checkpoint is already in torch hub's cache. Callers that must work offline (``invgen solve``, the demo)
     leave LPIPS out, and say so, when this is False; :func:`lpips` itself would try the download."""
-    if net == "alex" and os.environ.get(WEIGHTS_ENV):
-        return True
     if net != "alex":
         return False
-    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_ALEXNET))
+    return bool(os.environ.get(WEIGHTS_ENV)) or os.path.isfile(
+        os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_ALEXNET)
+    )
 
 
 def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> torch.nn.Module:

@@ -199,15 +199,13 @@ def register_weight_folders(
     module, cls = prior_class.split(":")
     for folder in sorted(p for p in Path(weights).glob("*") if (p / "model.safetensors").exists()):
         base = json.loads((folder / "config.json").read_text())
-        base_shape = base.get("image_shape")
-        base_channels = base.get("channels") or (base_shape[0] if base_shape else None)
+        channels = base.get("channels") or (base["image_shape"][0] if base.get("image_shape") else None)  # the net's
         for name in (folder.name, *base.get("variants", {})):
             config = variant_config(base, name)
             trained_on = config.get("training", {}).get("dataset")
             own = config.get("datasets", [])
             datasets = tuple(dict.fromkeys([*([trained_on] if trained_on and name == folder.name else []), *own]))
             shape = tuple(config["image_shape"]) if config.get("image_shape") else None
-            channels = config.get("channels") or (shape[0] if shape else base_channels)
             description = describe(config, trained_on or folder.name)
             if name != folder.name:
                 description += f" (the weights of {folder.name}, used as {name})"

@@ -283,10 +283,10 @@ def run(args: argparse.Namespace) -> int:
     p_uniform = float(getattr(args, "uniform_fraction", 0.2))
     if not 0.0 <= p_uniform <= 1.0:
         raise ValueError(f"--uniform-fraction must be in [0, 1], got {p_uniform}")
+    lo, hi = float(sigmas[0]), float(sigmas[-1])
 
     def loss_fn(model: torch.nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if levels in ("lognormal", "mixed"):
-            lo, hi = float(sigmas[0]), float(sigmas[-1])
             if levels == "lognormal":
                 s = lognormal_levels(x0.shape[0], gen, lo, hi).to(device)
             else:
