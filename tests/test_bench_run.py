@@ -226,3 +226,18 @@ def test_identity_operator_freezes_noisy_and_noiseless(tmp_path):
         x, y = fz.x["img0"], fz.y["img0"]
         noise = float((y - x).std())
         assert (noise == 0.0) if "clean" in path.name else (0.08 < noise < 0.12), (path.name, noise)
+
+
+def test_sensing_observations_are_solved_by_a_fresh_operator(tmp_path):
+    """Regression: the runner rebuilds each task's operator to solve frozen observations, and `sensing` did not know
+    its input shape before it had been applied to an image (ShapeError in the first sensing cell of a suite). The
+    runner now binds the operator to the images' shape; pinv of a noiseless m = d sensing problem is exact."""
+    folder = _images(tmp_path / "imgs", n=2)
+    text = _suite(folder, solvers="  - pinv\n").split("tasks:\n")[0] + (
+        "tasks:\n  - {name: cs, operator: sensing, options: {m: 256, seed: 0}, noise: 0.0}\nsolvers:\n  - pinv\n"
+    )
+    db = tmp_path / "r.sqlite"
+    summary = run_suite(parse_suite(text), db, progress=False)
+    assert summary.images_run == 2
+    psnrs = [v for k, v in _values(db).items() if k[5] == "psnr"]
+    assert len(psnrs) == 2 * 4 and min(psnrs) > 40.0, psnrs

@@ -476,3 +476,19 @@ def test_make_sketch_is_binary_and_traces_the_square():
     assert make_sketch(_square(channels=3)).shape == (1, 1, 32, 32)
     with pytest.raises(RangeError, match=r"values in \[0, 1\]"):
         make_sketch(_square() * 2)
+
+
+def test_bind_shape_fixes_the_sensing_matrix_before_any_image():
+    op = invgen.operator("sensing", m=10, seed=0)
+    with pytest.raises(invgen.errors.ShapeError, match="not known yet"):
+        op.input_shape((2, 10))
+    assert op.bind_shape((1, 4, 4)) is op
+    assert op.input_shape((2, 10)) == (2, 1, 4, 4)
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    ref = invgen.operator("sensing", m=10, seed=0, shape=(1, 4, 4))
+    torch.testing.assert_close(op(x), ref(x), rtol=0, atol=0)
+    assert op.bind_shape((1, 4, 4)) is op  # the same shape again is fine
+    with pytest.raises(invgen.errors.ShapeError, match=r"built for inputs \(1, 4, 4\)"):
+        op.bind_shape((3, 4, 4))
+    blur = invgen.operator("superres", scale=2)
+    assert blur.bind_shape((3, 8, 8)) is blur  # shape-free operators accept any shape

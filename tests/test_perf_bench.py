@@ -82,6 +82,16 @@ def test_report_renders_every_section():
                 {"dataset": "mnist", "task": "inpaint", "solver": "dps", "invgen": inv, "deepinv": inv, "ratio": 1.0},
             ],
         },
+        "precision": {
+            "deepinv_version": "0.5.0",
+            "samples": 8,
+            "chunk": 8,
+            "n_obs": 16,
+            "rows": [
+                {"dataset": "mnist", "task": "sr4", "solver": "ddrm", "invgen-float32": inv, "invgen-bfloat16": inv}
+                | {"failed": {"deepinv-float32": "AttributeError: mask"}, "ratios": {"invgen-float32": 1.6}}
+            ],
+        },
         "limit": {
             "steps": 3,
             "rounds": 2,
@@ -109,6 +119,9 @@ def test_report_renders_every_section():
         "Long run",
         "import invgen",
         "channels_last",
+        "N samples per observation",
+        "**1.60x**",
+        "AttributeError: mask",
     )
     for needle in needles:
         assert needle in md
@@ -138,3 +151,23 @@ def test_deepinv_wrappers_match_invgen(tiny_prior):
         mask = op.mask_for((2, 1, 8, 8)) if task == "inpaint" else None
         physics = side.make_physics(task, 1, 8, mask, 0.05)
         assert side.check_physics(physics, op, x) < 1e-6
+
+
+def test_precision_variant_samples_and_restores_float32(run, tiny_prior):
+    op = invgen.operator("superres", scale=2, noise={"name": "gaussian", "std": 0.05})
+    y = op.measure(torch.rand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    ctx = {"prior": tiny_prior, "op": op, "solver": "ddrm", "nfe": 3, "n_samples": 2}
+    a = run._precision_variant("invgen-float32", y, 5, ctx)
+    b = run._precision_variant("invgen-bfloat16", y, 5, ctx)
+    assert a.shape == b.shape == (2, 3, 1, 8, 8) and tiny_prior.precision == "float32"
+    assert 0 < float((a - b).abs().max()) < 0.1  # same seed: only the network's rounding differs
+
+
+def test_deepinv_autocast_denoiser_matches_invgen_bfloat16(tiny_prior):
+    pytest.importorskip("deepinv")
+    side = _load("deepinv_side")
+    den = side.make_denoiser(side.load_network_copy(tiny_prior), torch.bfloat16)
+    x = torch.rand(2, 1, 8, 8)
+    out = den(x, 0.3)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, tiny_prior.set_precision("bfloat16").denoise(x, 0.3), atol=1e-2, rtol=0)

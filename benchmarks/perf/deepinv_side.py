@@ -39,9 +39,12 @@ def load_network_copy(prior: Any) -> torch.nn.Module:
     return net.eval().requires_grad_(False)
 
 
-def make_denoiser(net: torch.nn.Module) -> torch.nn.Module:
+def make_denoiser(net: torch.nn.Module, autocast: torch.dtype | None = None) -> torch.nn.Module:
     """Our epsilon-prediction UNet in deepinv's denoiser convention ``D(x, sigma)``: ``x`` and ``sigma`` on the [0, 1]
     image scale, output the Tweedie estimate on [0, 1] (the same maths as ``DiffusionPrior.denoise``).
+
+    ``autocast``: run the network call (only it) in that autocast dtype and return float32, as
+    ``DiffusionPrior.set_precision`` does: what a deepinv user can do by hand.
 
     Shape:
         x: ``(B, C, H, W)``; sigma: a float, a 0-d tensor or ``(B,)`` -> ``(B, C, H, W)``.
@@ -58,7 +61,12 @@ def make_denoiser(net: torch.nn.Module) -> torch.nn.Module:
             s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
             s = (2.0 * s).clamp_min(2e-6).expand(x.shape[0]).reshape(-1, 1, 1, 1)  # [-1, 1] scale
             xm = 2.0 * x - 1.0
-            eps = self.unet(xm / torch.sqrt(1.0 + s**2), c_noise(s.reshape(-1)))
+            x_in, cond = xm / torch.sqrt(1.0 + s**2), c_noise(s.reshape(-1))
+            if autocast is None:
+                eps = self.unet(x_in, cond)
+            else:
+                with torch.autocast(x.device.type, dtype=autocast):
+                    eps = self.unet(x_in, cond).float()
             return (xm - s * eps + 1.0) / 2.0
 
     return InvgenUNetDenoiser(net)

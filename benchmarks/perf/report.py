@@ -75,6 +75,44 @@ def compare_tables(comp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def precision_table(pr: dict[str, Any]) -> list[str]:
+    names = ("invgen-float32", "invgen-bfloat16", "deepinv-float32", "deepinv-bfloat16")
+    lines = [
+        f"deepinv version: {pr.get('deepinv_version') or 'not installed'}; {pr['samples']} posterior samples per "
+        f"observation, {pr['chunk']} observations per chunk (network batch {pr['samples'] * pr['chunk']}), "
+        f"{pr['n_obs']} observations; variants alternated chunk by chunk. Seconds per posterior sample (median over "
+        "chunks), then each variant's time over invgen-bfloat16's; quality: PSNR of the posterior mean / LPIPS of the "
+        "samples.",
+        "",
+        "| dataset | task | solver | NFE | "
+        + " | ".join(f"{n} s/sample" for n in names)
+        + " | deepinv-float32 / invgen-bfloat16 | deepinv-bfloat16 / invgen-bfloat16 "
+        + "| invgen-float32 / invgen-bfloat16 | "
+        + " | ".join(f"{n} PSNR / LPIPS" for n in names)
+        + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(names) + 3),
+    ]
+    for r in pr["rows"]:
+        cells = [
+            f"{r[n]['s_per_sample']:.4f}" if n in r else ("fails" if n in r.get("failed", {}) else "n/a") for n in names
+        ]
+        ratio = [
+            f"**{r['ratios'][n]:.2f}x**" if n in r.get("ratios", {}) else "-"
+            for n in ("deepinv-float32", "deepinv-bfloat16", "invgen-float32")
+        ]
+        qual = [f"{r[n]['psnr']:.2f} / {r[n]['lpips']:.3f}" if n in r else "-" for n in names]
+        lines.append(
+            f"| {r['dataset']} | {r['task']} | {r['solver']} | {_f(r['invgen-bfloat16']['nfe'], '.0f')} | "
+            + " | ".join(cells + ratio + qual)
+            + " |"
+        )
+    fails = [(r, n, m) for r in pr["rows"] for n, m in r.get("failed", {}).items()]
+    if fails:
+        lines += ["", "deepinv failures:", ""]
+        lines += [f"- {r['dataset']} {r['task']} {r['solver']} ({n}): `{m}`" for r, n, m in fails]
+    return lines
+
+
 def limit_table(lim: dict[str, Any]) -> list[str]:
     lines = [
         f"invgen only; {lim['rounds']} rounds alternating a {lim['steps']}-NFE solve and {lim['steps']} bare calls at "
@@ -161,6 +199,13 @@ def render(results: dict[str, Any], notes: str = "") -> str:
     ]
     if "compare" in results:
         out += ["## invgen vs deepinv", "", *compare_tables(results["compare"]), ""]
+    if "precision" in results:
+        out += [
+            "## N samples per observation, float32 and bfloat16 in both libraries",
+            "",
+            *precision_table(results["precision"]),
+            "",
+        ]
     if "limit" in results:
         out += ["## Overhead over the network (the limit)", "", *limit_table(results["limit"]), ""]
     if "opts" in results:

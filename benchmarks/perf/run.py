@@ -7,6 +7,11 @@ Sections (``--section``, default all):
   equal NFE. Both libraries run in the same process, alternating chunk by chunk (A B B A ...), so that the load of a
   shared machine hits both alike. Reports seconds per posterior sample, their ratio, PSNR / LPIPS, the NFE counted by
   a hook on each network, and each library's overhead over its own bare network calls.
+* ``precision``: the same comparison with N posterior samples per observation (the field's use: invgen batches the
+  N x B samples into each network call, deepinv gets ``y`` repeated N times, the same batch), four variants
+  alternated chunk by chunk: invgen float32, invgen bfloat16 (``DiffusionPrior.set_precision``), deepinv float32
+  (what a deepinv user gets) and deepinv with its denoiser's network wrapped in the same bfloat16 autocast (the same
+  trick applied by hand, so that the ratio of the two bfloat16 variants is the solvers' own difference).
 * ``opts``: interleaved A/B timings of the network-level options (memory format, frozen weights, no_grad vs
   inference_mode) that decide what the prior adapter does.
 * ``scaling``: seconds and peak RSS against the number of posterior samples and the resolution (one fresh subprocess
@@ -71,6 +76,9 @@ FULL = {
     "opts_batches": (1, 8, 32),
     "limit_steps": 10,
     "limit_rounds": 5,
+    "precision_obs": 16,
+    "precision_chunk": 8,
+    "precision_samples": 8,
 }
 QUICK = {
     "datasets": ("mnist",),
@@ -85,7 +93,11 @@ QUICK = {
     "opts_batches": (8,),
     "limit_steps": 3,
     "limit_rounds": 2,
+    "precision_obs": 4,
+    "precision_chunk": 2,
+    "precision_samples": 2,
 }
+VARIANTS = ("invgen-float32", "invgen-bfloat16", "deepinv-float32", "deepinv-bfloat16")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -365,6 +377,114 @@ def compare(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# precision: N samples per observation, float32 and bfloat16 network calls in both libraries
+
+
+def _precision_variant(name: str, y: Tensor, seed: int, ctx: dict[str, Any]) -> Tensor:
+    """``ctx["n_samples"]`` posterior samples per observation from one variant. Shape ``(N, B, C, H, W)``."""
+    import invgen
+
+    n_s, solver = ctx["n_samples"], ctx["solver"]
+    lib, p = name.split("-")
+    if lib == "invgen":
+        prior = ctx["prior"]
+        prior.set_precision(p)
+        try:
+            return invgen.solve(y, ctx["op"], prior, solver=solver, n_samples=n_s, seed=seed, steps=ctx["nfe"]).samples
+        finally:
+            prior.set_precision("float32")
+    yr = y.repeat(n_s, *([1] * (y.dim() - 1)))  # (N * B, ...), sample-major like invgen's samples
+    with torch.no_grad() if solver != "dps" else contextlib.nullcontext():
+        s = ctx["deepinv_side"].run(ctx["dsolvers"][p], solver, yr, ctx["physics"], seed=seed)
+    return s.detach().reshape(n_s, y.shape[0], *s.shape[1:])
+
+
+def precision(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any) -> dict[str, Any]:
+    """The four-variant table (module docstring). Returns ``{"rows": [...], "deepinv_version", "samples", ...}``."""
+    try:
+        import deepinv_side
+
+        dinv_version = deepinv_side.import_deepinv().__version__
+    except ImportError as err:
+        deepinv_side, dinv_version = None, None
+        log(f"deepinv not importable, running the invgen variants only ({err})")
+    n, chunk, n_s = cfg["precision_obs"], cfg["precision_chunk"], cfg["precision_samples"]
+    rows = []
+    for dataset in cfg["datasets"]:
+        prior = load_prior(dataset, prior_dirs)
+        counter = CallCounter(prior.net)
+        dnet = deepinv_side.load_network_copy(prior) if deepinv_side else None
+        dcounter = CallCounter(dnet) if dnet is not None else None
+        dens = (
+            {"float32": deepinv_side.make_denoiser(dnet), "bfloat16": deepinv_side.make_denoiser(dnet, torch.bfloat16)}
+            if dnet is not None
+            else {}
+        )
+        for task in TASKS[dataset]:
+            x, y, op = observations(dataset, task, cfg["n_obs"], cache)
+            x, y = x[:n], y[:n]
+            c, size = x.shape[1], x.shape[-1]
+            mask = op.mask_for(tuple(x.shape)) if task == "inpaint" else None
+            physics = deepinv_side.make_physics(task, c, size, mask, NOISE_STD) if deepinv_side else None
+            for solver in SOLVERS:
+                nfe = cfg["nfe"][solver]
+                log(f"precision: {dataset} {task} {solver} (NFE {nfe}, {n_s} samples x {chunk} observations)")
+                dsolvers: dict[str, Any] = {}
+                fails: dict[str, str] = {}
+                for p, den in dens.items():
+                    try:
+                        sig = deepinv_side.schedule_sigmas(prior, nfe)
+                        dsolvers[p] = deepinv_side.make_solver(solver, den, nfe, sig, NOISE_STD)
+                        deepinv_side.run(dsolvers[p], solver, y[:1], physics, seed=1)  # warm-up, the failure probe
+                    except Exception as err:  # a deepinv failure is a result, recorded as such
+                        dsolvers.pop(p, None)
+                        fails[f"deepinv-{p}"] = f"{type(err).__name__}: {err}"[:300]
+                ctx = {"prior": prior, "op": op, "solver": solver, "nfe": nfe, "n_samples": n_s}
+                ctx.update(dsolvers=dsolvers, physics=physics, deepinv_side=deepinv_side)
+                names = ["invgen-float32", "invgen-bfloat16", *(f"deepinv-{p}" for p in dsolvers)]
+                if fails:
+                    log(f"  deepinv fails: {fails}")
+                _precision_variant("invgen-float32", y[:1], 1, ctx)  # warm-up
+                times: dict[str, list[float]] = {k: [] for k in names}
+                nfes: dict[str, list[int]] = {k: [] for k in names}
+                samples: dict[str, list[Tensor]] = {k: [] for k in names}
+                for k, start in enumerate(range(0, n, chunk)):
+                    yc = y[start : start + chunk]
+                    order = names[k % len(names) :] + names[: k % len(names)]  # rotate: each variant leads once
+                    for name in order:
+                        cnt = counter if name.startswith("invgen") else dcounter
+                        cnt.take()
+                        t0 = time.perf_counter()
+                        out = _precision_variant(name, yc, 100 + k, ctx)
+                        times[name].append(time.perf_counter() - t0)
+                        nfes[name].append(cnt.take())
+                        samples[name].append(out.detach())
+                row: dict[str, Any] = {
+                    "dataset": dataset,
+                    "task": task,
+                    "solver": solver,
+                    "nfe_requested": nfe,
+                    "n_obs": n,
+                    "chunk": chunk,
+                    "samples": n_s,
+                    "y_sha256": digest(y),
+                    "failed": fails,
+                }
+                for name in names:
+                    row[name] = {
+                        "s_per_sample": statistics.median(times[name]) / (chunk * n_s),
+                        "chunk_seconds": times[name],
+                        "nfe": statistics.median(nfes[name]),
+                        **quality(torch.cat(samples[name], dim=1), x),
+                    }
+                base = row["invgen-bfloat16"]["s_per_sample"]
+                row["ratios"] = {name: row[name]["s_per_sample"] / base for name in names}
+                log("  " + json.dumps({k: round(v, 2) for k, v in row["ratios"].items()}))
+                rows.append(row)
+    return {"rows": rows, "deepinv_version": dinv_version, "samples": n_s, "chunk": chunk, "n_obs": n}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # limit: invgen's wall time against its bare network calls
 
 
@@ -597,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small settings (the default)")
     mode.add_argument("--full", action="store_true", help="the published settings")
-    parser.add_argument("--section", action="append", choices=("compare", "limit", "opts", "scaling", "imports"))
+    parser.add_argument(
+        "--section", action="append", choices=("compare", "precision", "limit", "opts", "scaling", "imports")
+    )
     parser.add_argument("--out", type=Path, help="results folder (default: docs/perf for --full, else a temp dir)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "invgen-perf")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -612,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(FULL if args.full else QUICK)
     out_dir = args.out or (ROOT / "docs" / "perf" if args.full else Path(tempfile.mkdtemp(prefix="invgen-perf-")))
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = args.section or ["imports", "opts", "compare", "limit", "scaling"]
+    sections = args.section or ["imports", "opts", "compare", "precision", "limit", "scaling"]
     json_path = out_dir / "results.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
     t_start = time.perf_counter()
@@ -633,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         "imports": lambda: imports(cfg, log),
         "opts": lambda: opts(cfg, prior_dirs, log),
         "compare": lambda: compare(cfg, prior_dirs, args.cache, log),
+        "precision": lambda: precision(cfg, prior_dirs, args.cache, log),
         "limit": lambda: limit(cfg, prior_dirs, args.cache, log),
         "scaling": lambda: scaling(cfg, prior_dirs, log),
     }

@@ -104,7 +104,7 @@ def execute_block(block: Block) -> BlockResult:
     from invgen.data.degrade import build_operator
 
     device = torch.device(block.device)
-    op = build_operator(block.task).to(device)
+    op = build_operator(block.task, tuple(block.x.shape[1:])).to(device)
     prior = _prior(block.prior, block.device)
     x = block.x.to(device)
     y = block.y.to(device)

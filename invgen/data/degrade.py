@@ -89,10 +89,13 @@ class Frozen:
         return op
 
 
-def build_operator(task: dict[str, Any]) -> Any:
+def build_operator(task: dict[str, Any], x_shape: tuple[int, ...] | None = None) -> Any:
+    """The task's operator; with ``x_shape`` ``(C, H, W)`` it is bound to that input shape (``Operator.bind_shape``:
+    ``sensing`` needs it to solve observations before it has seen an image)."""
     import invgen
 
-    return invgen.operator(task["operator"], **task.get("options", {}), noise=dict(task["noise"]))
+    op = invgen.operator(task["operator"], **task.get("options", {}), noise=dict(task["noise"]))
+    return op if x_shape is None else op.bind_shape(tuple(x_shape))
 
 
 def frozen_name(dataset_label: str, dataset_config: dict[str, Any], task: dict[str, Any], seed: int) -> str:

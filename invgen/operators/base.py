@@ -75,6 +75,15 @@ class Operator(torch.nn.Module):
         """The shape of ``x`` that produces observations of shape ``y_shape`` (default: the same shape)."""
         return tuple(y_shape)
 
+    def bind_shape(self, x_shape: tuple[int, ...]) -> Operator:
+        """Tell the operator the shape ``(C, H, W)`` of the images it will see, before it is applied to any.
+
+        Operators whose definition depends on the input shape (``sensing``: its matrix is ``m x C*H*W``) fix it here,
+        so observations can be solved by a freshly built operator (the benchmark runner does this); they raise if a
+        different shape was fixed before. Others accept any shape and do nothing. Returns ``self``.
+        """
+        return self
+
     def check_input(self, x: Tensor, name: str = "x", clean: bool = False) -> Tensor:
         """Validate an input image batch (subclasses add channel and size rules)."""
         return check_image(x, name, clean=clean)

@@ -116,6 +116,14 @@ class Sensing(LinearOperator):
         return self._cast[key]
 
     # -- shapes and checks ----------------------------------------------------------------------------------------
+    def bind_shape(self, x_shape: tuple[int, ...]) -> Sensing:
+        shape = tuple(int(v) for v in x_shape)
+        if self.shape is None:
+            self._set_shape(shape)
+        elif shape != self.shape:
+            raise ShapeError(f"sensing: the operator was built for inputs {self.shape}, cannot bind it to {shape}")
+        return self
+
     def check_input(self, x: Tensor, name: str = "x", clean: bool = False) -> Tensor:
         check_image(x, name, clean=clean)
         if self.shape is not None and tuple(x.shape[1:]) != self.shape:
