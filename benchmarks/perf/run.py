@@ -73,7 +73,7 @@ FULL = {
     "scaling_steps": 10,
     "long_steps": 1000,
     "import_runs": 5,
-    "opts_batches": (1, 8, 32),
+    "opts_batches": (1, 8, 32, 128),
     "limit_steps": 10,
     "limit_rounds": 5,
     "precision_obs": 16,
@@ -539,8 +539,11 @@ def limit(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any) -
 # opts: what the prior adapter should do
 
 
-def _call_with(net: torch.nn.Module, cn: Tensor, x: Tensor) -> Tensor:
-    return net(x, cn)
+def _call_with(net: torch.nn.Module, cn: Tensor, x: Tensor, autocast: torch.dtype | None = None) -> Tensor:
+    if autocast is None:
+        return net(x, cn)
+    with torch.autocast(x.device.type, dtype=autocast):
+        return net(x, cn).float()
 
 
 def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
@@ -548,7 +551,8 @@ def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
 
     Variants: ``nchw`` (default memory format, frozen weights), ``channels_last`` (weights and input channels-last,
     frozen), ``nchw_grad_params`` (weights requiring grad, as loaded by ``load_state_dict``: forward + backward only),
-    ``inference_mode`` (forward only, instead of ``no_grad``).
+    ``inference_mode`` (forward only, instead of ``no_grad``), ``channels_last bf16`` (channels-last under bfloat16
+    autocast, ``DiffusionPrior.set_precision("bfloat16")``).
     """
     from invgen_plugins.diffusion.schedule import c_noise
 
@@ -564,17 +568,19 @@ def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
             xcl = x.contiguous(memory_format=torch.channels_last)
             cn = c_noise(torch.full((b,), 1.0))
             variants = {
-                "fwd nchw": (base, x, False, False),
-                "fwd channels_last": (cl, xcl, False, False),
-                "fwd nchw inference_mode": (base, x, False, True),
-                "fwd+bwd nchw": (base, x, True, False),
-                "fwd+bwd channels_last": (cl, xcl, True, False),
-                "fwd+bwd nchw grad params": (grad_params, x, True, False),
+                "fwd nchw": (base, x, False, False, None),
+                "fwd channels_last": (cl, xcl, False, False, None),
+                "fwd channels_last bf16": (cl, xcl, False, False, torch.bfloat16),
+                "fwd nchw inference_mode": (base, x, False, True, None),
+                "fwd+bwd nchw": (base, x, True, False, None),
+                "fwd+bwd channels_last": (cl, xcl, True, False, None),
+                "fwd+bwd channels_last bf16": (cl, xcl, True, False, torch.bfloat16),
+                "fwd+bwd nchw grad params": (grad_params, x, True, False, None),
             }
             times: dict[str, list[float]] = {k: [] for k in variants}
             for _ in range(3):  # rounds, interleaving the variants
-                for name, (net, xin, grad, inference) in variants.items():
-                    call = functools.partial(_call_with, net, cn)
+                for name, (net, xin, grad, inference, dtype) in variants.items():
+                    call = functools.partial(_call_with, net, cn, autocast=dtype)
                     if inference:
                         with torch.inference_mode():
                             times[name].append(median_time(functools.partial(call, xin), repeats=3))
