@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _version() -> str:
@@ -138,13 +139,15 @@ def cmd_solve(args: argparse.Namespace) -> int:
     from invgen.errors import InvgenError
     from invgen.tasks import TaskOptions, solve_image
 
-    solver_options = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"invgen solve: --option expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        solver_options[key] = _parse_value(value)
+    parsed: dict[str, dict[str, Any]] = {"option": {}, "prior_option": {}}
+    for flag, into in parsed.items():
+        for item in getattr(args, flag) or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                print(f"invgen solve: --{flag.replace('_', '-')} expects KEY=VALUE, got {item!r}", file=sys.stderr)
+                return 2
+            into[key] = _parse_value(value)
+    solver_options = parsed["option"]
     if args.steps is not None:
         solver_options["steps"] = args.steps
     options = TaskOptions(
@@ -156,9 +159,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         info = solve_image(
             args.image, args.task, args.prior, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
             degrade=args.degrade, reference=args.reference, options=options, solver_options=solver_options,
-            device=args.device,
+            prior_options=parsed["prior_option"], device=args.device,
         )  # fmt: skip
-    except (InvgenError, FileNotFoundError, TypeError) as exc:
+    except (InvgenError, FileNotFoundError, TypeError, ValueError) as exc:
         print(f"invgen solve: {exc}", file=sys.stderr)
         return 2
     line = f"{info['solver']['name']} on {info['prior']}: {info['n_samples']} samples, {info['nfe']} NFE, "
@@ -279,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="the solver's steps")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a solver option (repeatable)")
+    p.add_argument(
+        "--prior-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the prior's factory (repeatable), e.g. precision=bfloat16 for the diffusion priors",
+    )
     p.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std of y on the [0, 1] scale")
     p.add_argument("--scale", type=int, default=4, help="sr: the factor")
     p.add_argument("--sr-kernel", default="block", choices=("block", "bicubic"), help="sr: the downsampling")

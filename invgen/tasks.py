@@ -227,6 +227,7 @@ def solve_image(
     solver_options: dict[str, Any] | None = None,
     metrics: tuple[str, ...] = ("psnr", "ssim", "lpips"),
     device: str = "cpu",
+    prior_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Solve one image file: read, (degrade), sample, write files; return the summary written to ``info.json``.
 
@@ -239,7 +240,8 @@ def solve_image(
         n_samples: posterior samples N.
         degrade: apply the task's operator (and noise, seeded) to ``image`` first.
         reference: a clean image to score against (``metrics.json``).
-        options: task options; solver_options: options of the solver.
+        options: task options; solver_options: options of the solver; prior_options: options of the prior's
+            factory (``invgen.prior(prior_name, **prior_options)``, e.g. ``{"precision": "bfloat16"}``).
     """
     import invgen
     from invgen.data.sets import read_image
@@ -247,7 +249,10 @@ def solve_image(
     options = options or TaskOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = invgen.prior(prior_name, **({"device": device} if _accepts_device(prior_name) else {}))
+    prior_kw = dict(prior_options or {})
+    if _accepts_device(prior_name):
+        prior_kw.setdefault("device", device)
+    prior = invgen.prior(prior_name, **prior_kw)
     shape = _prior_shape(prior)
     raw = read_image(image)
     channels = shape[0] if shape is not None else int(raw.shape[0]) if task != "colorize" else 3
@@ -288,6 +293,7 @@ def solve_image(
         "task": task,
         "operator": op.config(),
         "prior": prior_name,
+        "prior_options": dict(prior_options or {}),
         "solver": post.solver,
         "n_samples": n_samples,
         "seed": seed,

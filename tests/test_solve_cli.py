@@ -100,3 +100,22 @@ def test_solve_offline_without_lpips_weights_skips_lpips_and_says_so(digit, tmp_
     assert lpips_available()
     monkeypatch.setenv("INVGEN_LPIPS_WEIGHTS", "/some/file.safetensors")
     assert lpips_available() and not lpips_available("vgg")
+
+
+def test_prior_options_reach_the_prior(digit, tmp_path, capsys):
+    """`--prior-option precision=bfloat16`: the same seed gives nearly the same posterior as float32 (the network's
+    rounding only), info.json records the option, and a bad value is a clear error, not a traceback."""
+    base = ["solve", "--image", str(digit), "--task", "inpaint", "--prior", "diffusion-mnist", "--solver", "ddrm"]
+    base += ["--steps", "5", "-n", "2", "--degrade"]
+    assert main([*base, "--out", str(tmp_path / "f32")]) == 0
+    assert main([*base, "--out", str(tmp_path / "bf16"), "--prior-option", "precision=bfloat16"]) == 0
+    a = json.loads((tmp_path / "f32" / "metrics.json").read_text())["mean"]["psnr"]
+    b = json.loads((tmp_path / "bf16" / "metrics.json").read_text())["mean"]["psnr"]
+    assert abs(a - b) < 0.5, (a, b)
+    info = json.loads((tmp_path / "bf16" / "info.json").read_text())
+    assert info["prior_options"] == {"precision": "bfloat16"}
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--prior-option", "precision=fp8"]) == 2
+    assert "precision must be one of" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "bad"), "--prior-option", "precision"]) == 2
+    assert "--prior-option expects KEY=VALUE" in capsys.readouterr().err
