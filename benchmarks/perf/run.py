@@ -254,6 +254,19 @@ def network_call_time(net_call: Any, x: Tensor, grad: bool, repeats: int = 5, wa
 # compare: invgen vs deepinv
 
 
+def _row_head(dataset: str, task: str, solver: str, nfe: int, n: int, chunk: int, y: Tensor) -> dict[str, Any]:
+    """The identifying fields of a comparison row (both sections)."""
+    return {
+        "dataset": dataset,
+        "task": task,
+        "solver": solver,
+        "nfe_requested": nfe,
+        "n_obs": n,
+        "chunk": chunk,
+        "y_sha256": digest(y),
+    }
+
+
 def invgen_solve(prior: Any, op: Any, y: Tensor, solver: str, nfe: int, seed: int) -> Tensor:
     """One invgen posterior sample per observation at ``nfe`` network calls. Shape ``(1, B, C, H, W)``."""
     import invgen
@@ -292,16 +305,8 @@ def compare(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any)
             phys_err = deepinv_side.check_physics(physics, op, x) if physics is not None else None
             for solver in SOLVERS:
                 nfe = cfg["nfe"][solver]
-                row: dict[str, Any] = {
-                    "dataset": dataset,
-                    "task": task,
-                    "solver": solver,
-                    "nfe_requested": nfe,
-                    "n_obs": n,
-                    "chunk": chunk,
-                    "y_sha256": digest(y),
-                    "physics_max_diff": phys_err,
-                }
+                row: dict[str, Any] = _row_head(dataset, task, solver, nfe, n, chunk, y)
+                row["physics_max_diff"] = phys_err
                 log(f"{dataset} {task} {solver} (NFE {nfe})")
                 dsolver, dfail = None, None
                 if deepinv_side is not None:
@@ -459,17 +464,7 @@ def precision(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: An
                         times[name].append(time.perf_counter() - t0)
                         nfes[name].append(cnt.take())
                         samples[name].append(out.detach())
-                row: dict[str, Any] = {
-                    "dataset": dataset,
-                    "task": task,
-                    "solver": solver,
-                    "nfe_requested": nfe,
-                    "n_obs": n,
-                    "chunk": chunk,
-                    "samples": n_s,
-                    "y_sha256": digest(y),
-                    "failed": fails,
-                }
+                row = _row_head(dataset, task, solver, nfe, n, chunk, y) | {"samples": n_s, "failed": fails}
                 for name in names:
                     row[name] = {
                         "s_per_sample": statistics.median(times[name]) / (chunk * n_s),
