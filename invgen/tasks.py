@@ -249,7 +249,8 @@ def solve_image(
     options = options or TaskOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    prior_kw = dict(prior_options or {})
+    prior_options = dict(prior_options or {})
+    prior_kw = dict(prior_options)
     if _accepts_device(prior_name):
         prior_kw.setdefault("device", device)
     prior = invgen.prior(prior_name, **prior_kw)
@@ -293,7 +294,7 @@ def solve_image(
         "task": task,
         "operator": op.config(),
         "prior": prior_name,
-        "prior_options": dict(prior_options or {}),
+        "prior_options": prior_options,
         "solver": post.solver,
         "n_samples": n_samples,
         "seed": seed,

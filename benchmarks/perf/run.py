@@ -97,7 +97,6 @@ QUICK = {
     "precision_chunk": 2,
     "precision_samples": 2,
 }
-VARIANTS = ("invgen-float32", "invgen-bfloat16", "deepinv-float32", "deepinv-bfloat16")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -254,6 +253,14 @@ def network_call_time(net_call: Any, x: Tensor, grad: bool, repeats: int = 5, wa
 # compare: invgen vs deepinv
 
 
+def _deepinv_physics(deepinv_side: Any, task: str, op: Any, x: Tensor) -> Any:
+    """deepinv's physics equal to ``op`` on images like ``x`` (None when deepinv is not importable)."""
+    if deepinv_side is None:
+        return None
+    mask = op.mask_for(tuple(x.shape)) if task == "inpaint" else None
+    return deepinv_side.make_physics(task, x.shape[1], x.shape[-1], mask, NOISE_STD)
+
+
 def _row_head(dataset: str, task: str, solver: str, nfe: int, n: int, chunk: int, y: Tensor) -> dict[str, Any]:
     """The identifying fields of a comparison row (both sections)."""
     return {
@@ -299,9 +306,7 @@ def compare(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any)
         denoiser = deepinv_side.make_denoiser(dnet) if dnet is not None else None
         for task in TASKS[dataset]:
             x, y, op = observations(dataset, task, n, cache)
-            c, size = x.shape[1], x.shape[-1]
-            mask = op.mask_for(tuple(x.shape)) if task == "inpaint" else None
-            physics = deepinv_side.make_physics(task, c, size, mask, NOISE_STD) if deepinv_side else None
+            physics = _deepinv_physics(deepinv_side, task, op, x)
             phys_err = deepinv_side.check_physics(physics, op, x) if physics is not None else None
             for solver in SOLVERS:
                 nfe = cfg["nfe"][solver]
@@ -323,7 +328,7 @@ def compare(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any)
                 invgen_solve(prior, op, y[:2], solver, min(nfe, 2), seed=1)  # warm-up
                 # bare network calls at the chunk batch, each library its own network as it calls it; timed right
                 # after each chunk (3 calls, median) so that the overhead ratio sees the same machine load as the chunk
-                xb = torch.rand(chunk, c, size, size)
+                xb = torch.rand(chunk, *x.shape[1:])
                 sb = torch.full((chunk, 1, 1, 1), 0.5)
                 grad = solver == "dps"
                 inv_call = functools.partial(invgen_net_call, prior, sb)
@@ -428,17 +433,15 @@ def precision(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: An
         for task in TASKS[dataset]:
             x, y, op = observations(dataset, task, cfg["n_obs"], cache)
             x, y = x[:n], y[:n]
-            c, size = x.shape[1], x.shape[-1]
-            mask = op.mask_for(tuple(x.shape)) if task == "inpaint" else None
-            physics = deepinv_side.make_physics(task, c, size, mask, NOISE_STD) if deepinv_side else None
+            physics = _deepinv_physics(deepinv_side, task, op, x)
             for solver in SOLVERS:
                 nfe = cfg["nfe"][solver]
                 log(f"precision: {dataset} {task} {solver} (NFE {nfe}, {n_s} samples x {chunk} observations)")
                 dsolvers: dict[str, Any] = {}
                 fails: dict[str, str] = {}
+                sig = deepinv_side.schedule_sigmas(prior, nfe) if dens else None
                 for p, den in dens.items():
                     try:
-                        sig = deepinv_side.schedule_sigmas(prior, nfe)
                         dsolvers[p] = deepinv_side.make_solver(solver, den, nfe, sig, NOISE_STD)
                         deepinv_side.run(dsolvers[p], solver, y[:1], physics, seed=1)  # warm-up, the failure probe
                     except Exception as err:  # a deepinv failure is a result, recorded as such

@@ -13,6 +13,9 @@ from invgen.priors.base import Prior
 from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
+# the autocast dtype of each network-call precision (DiffusionPrior.set_precision)
+AUTOCAST: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class DiffusionPrior(Prior):
     """A diffusion model as a prior on [0, 1] images.
@@ -41,7 +44,7 @@ class DiffusionPrior(Prior):
         self.tile: int | None = None  # tile size for large images (None: whole images)
         self.clip_denoised = False  # clamp D(x, sigma) to [0, 1] (config key "clip_denoised"; see denoise)
         self.tile_overlap = 32
-        self.autocast_dtype: torch.dtype | None = None  # network calls in reduced precision (see set_precision)
+        self.precision = "float32"  # of the network calls (see set_precision)
         sig = schedule.sigmas()
         self.sigma_min = float(sig[0]) / 2
         self.sigma_max = float(sig[-1]) / 2
@@ -69,18 +72,13 @@ class DiffusionPrior(Prior):
         (``docs/perf/results.md``). It is opt-in: the exactness tests and the published tables are float32 unless
         they say otherwise.
         """
-        dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if precision not in dtypes:
-            raise ValueError(f"precision must be one of {sorted(dtypes)}, got {precision!r}")
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision must be one of {sorted(AUTOCAST)}, got {precision!r}")
         device = next(self.net.parameters()).device
         if precision == "float16" and device.type != "cuda":
             raise ValueError(f"precision 'float16' needs a CUDA prior (this one is on {device}); use 'bfloat16'")
-        self.autocast_dtype = dtypes[precision]
+        self.precision = precision
         return self
-
-    @property
-    def precision(self) -> str:
-        return {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.autocast_dtype]
 
     def eps(self, x_m11: Tensor, sigma_m11: Tensor) -> Tensor:
         """Network call: epsilon from ``x = x0 + sigma eps`` on the [-1, 1] scale. sigma: ``(B, 1, 1, 1)``.
@@ -106,10 +104,11 @@ class DiffusionPrior(Prior):
         if ph or pw:
             x_in = F.pad(x_in, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
         x_in = x_in.contiguous(memory_format=self.memory_format)
-        if self.autocast_dtype is None:
+        dtype = AUTOCAST[self.precision]
+        if dtype is None:
             out = self.net(x_in, cond)
         else:
-            with torch.autocast(x_in.device.type, dtype=self.autocast_dtype):
+            with torch.autocast(x_in.device.type, dtype=dtype):
                 out = self.net(x_in, cond)
             out = out.float()
         return out[..., :h, :w].contiguous()
