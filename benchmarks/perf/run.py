@@ -550,7 +550,8 @@ def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
     Variants: ``nchw`` (default memory format, frozen weights), ``channels_last`` (weights and input channels-last,
     frozen), ``nchw_grad_params`` (weights requiring grad, as loaded by ``load_state_dict``: forward + backward only),
     ``inference_mode`` (forward only, instead of ``no_grad``), ``channels_last bf16`` (channels-last under bfloat16
-    autocast, ``DiffusionPrior.set_precision("bfloat16")``).
+    autocast, ``DiffusionPrior.set_precision("bfloat16")``), ``nchw bf16`` (forward + backward: the layout
+    ``DiffusionPrior`` uses for bfloat16 gradient calls).
     """
     from invgen_plugins.diffusion.schedule import c_noise
 
@@ -573,6 +574,7 @@ def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
                 "fwd+bwd nchw": (base, x, True, False, None),
                 "fwd+bwd channels_last": (cl, xcl, True, False, None),
                 "fwd+bwd channels_last bf16": (cl, xcl, True, False, torch.bfloat16),
+                "fwd+bwd nchw bf16": (base, x, True, False, torch.bfloat16),
                 "fwd+bwd nchw grad params": (grad_params, x, True, False, None),
             }
             times: dict[str, list[float]] = {k: [] for k in variants}

@@ -15,6 +15,8 @@ from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
 # the autocast dtype of each network-call precision (DiffusionPrior.set_precision)
 AUTOCAST: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# bfloat16 gradient calls on at least this many items run with default-layout weights (DiffusionPrior.channels_last)
+BF16_GRAD_CONTIGUOUS_FROM = 16
 
 
 class DiffusionPrior(Prior):
@@ -41,6 +43,7 @@ class DiffusionPrior(Prior):
         self.image_shape = image_shape
         self.name = name
         self.memory_format = torch.contiguous_format
+        self._weights_format = torch.contiguous_format  # layout the weights are in now (see _call_layout)
         self.tile: int | None = None  # tile size for large images (None: whole images)
         self.clip_denoised = False  # clamp D(x, sigma) to [0, 1] (config key "clip_denoised"; see denoise)
         self.tile_overlap = 32
@@ -54,12 +57,28 @@ class DiffusionPrior(Prior):
 
         On CPU (oneDNN) this makes the shipped UNets' calls about 10-25 % faster at batches 8 to 32, forward and
         forward + backward (``docs/perf/results.md``, "Network-call options"); results agree with the default layout
-        to float32 rounding.
+        to float32 rounding. One exception is measured and handled: under bfloat16 autocast (:meth:`set_precision`)
+        oneDNN's channels-last *backward* is the slower one from batch ~16 up (forward + backward, shipped mnist UNet,
+        2 threads: 0.113 s against 0.095 s at batch 32, 0.45 s against 0.36 s at 128; equal at 8, faster at 1), so
+        calls that record a graph for a gradient (DPS, PiGDM) on batches of 16 or more run in the default layout then;
+        the weights are converted when the kind of call changes (about 1 ms).
         ``from_pretrained`` turns it on for CPU priors. Outputs are returned in the default (contiguous) layout.
         """
         self.memory_format = torch.channels_last if enabled else torch.contiguous_format
-        self.net.to(memory_format=self.memory_format)
+        self._set_weights_format(self.memory_format)
         return self
+
+    def _set_weights_format(self, fmt: torch.memory_format) -> None:
+        if fmt != self._weights_format:
+            self.net.to(memory_format=fmt)
+            self._weights_format = fmt
+
+    def _call_layout(self, batch: int) -> torch.memory_format:
+        """Layout of a call on ``batch`` items: :attr:`memory_format`, except bfloat16 gradient calls on batches of 16
+        or more (see :meth:`channels_last`)."""
+        if self.precision == "bfloat16" and batch >= BF16_GRAD_CONTIGUOUS_FROM and torch.is_grad_enabled():
+            return torch.contiguous_format
+        return self.memory_format
 
     def set_precision(self, precision: str = "float32") -> DiffusionPrior:
         """Run the network calls in ``"float32"`` (default), ``"bfloat16"`` or (CUDA only) ``"float16"`` autocast.
@@ -103,7 +122,9 @@ class DiffusionPrior(Prior):
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x_in = F.pad(x_in, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
-        x_in = x_in.contiguous(memory_format=self.memory_format)
+        layout = self._call_layout(x_in.shape[0])
+        self._set_weights_format(layout)
+        x_in = x_in.contiguous(memory_format=layout)
         dtype = AUTOCAST[self.precision]
         if dtype is None:
             out = self.net(x_in, cond)
