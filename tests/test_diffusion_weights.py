@@ -21,6 +21,7 @@ def test_shipped_prior_registers_and_denoises(name, data_dir):
     entry = invgen.registry.get("priors", name)
     assert set(entry.meta["capabilities"]) == {"denoiser", "score"}
     prior = invgen.prior(name)
+    assert not prior.net.training and not any(q.requires_grad for q in prior.net.parameters())  # frozen, eval
     train, _ = load_dataset(DATASET[name], "train")
     test, _ = load_dataset(DATASET[name], "test")
     x = test[:32]
