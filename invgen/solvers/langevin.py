@@ -307,6 +307,7 @@ def annealed_langevin(
     sigma_max: float = 1.0,
     sigma_min: float = 0.01,
     final_steps: int = 0,
+    step_cap: bool = True,
 ) -> Tensor:
     """Annealed Langevin dynamics on the posterior (Song & Ermon 2019; Jalal et al. 2021 for inverse problems).
 
@@ -320,6 +321,15 @@ def annealed_langevin(
     with the same step ``eps``. The score is ``prior.score(x, s)`` when the prior offers ``score``, else
     ``(D(x, s) - x) / s^2`` from its denoiser. Chains start at ``0.5 + sigma_max n``. Each chain returns its final
     state (no final denoising step, which would shrink the samples towards a posterior mean).
+
+    Step cap (``step_cap=True``, the default): ``a_i`` is at most ``1 / (1 / s_i^2 + ||A||^2 / (sigma_y^2 + s_i^2))``,
+    the inverse of a bound on the curvature of the level-``i`` posterior (the smoothed prior's ``-Hessian log p_s`` is
+    at most ``I / s_i^2``; the likelihood's is ``A^T A / (sigma_y^2 + s_i^2)``; ``||A||^2`` by power iteration, or
+    ``||J||^2`` of a nonlinear operator at mid-grey), so ``a_i`` times the curvature stays <= 1 where ULA diverges
+    above 2. With the default ``eps`` it binds only when ``||A||^2 > 4`` (``eps / sigma_min^2 = 0.2``), never for
+    inpainting, block-average SR, blur or colorization (``||A|| <= 1``); it does for compressed sensing (the
+    ``sensing`` operator with m = 200 of 1024 has ``||A||^2`` about 10), where the uncapped chains diverge at the
+    high levels (LPIPS 0.67 on MNIST in ``diffusion-cpu-long``). ``step_cap=False`` runs the paper's steps as they are.
 
     The defaults are Song & Ermon's (L = 10 levels from 1 to 0.01 on [0, 1] images, T = 100 steps per level,
     ``eps = 2e-5``). ULA's bias at the last level is ``O(a_L)`` and the last level's smoothing adds ``sigma_min^2``
@@ -339,6 +349,7 @@ def annealed_langevin(
         sigma_max: first noise level.
         sigma_min: last noise level, ``0 < sigma_min <= sigma_max`` (and not below the prior's ``sigma_min``).
         final_steps: extra steps at ``sigma_min``, >= 0.
+        step_cap: cap each level's step at the inverse curvature bound (above); False: the paper's steps.
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -356,6 +367,8 @@ def annealed_langevin(
             raise ValueError(f"{who}: {name} must be an integer >= {low}, got {v!r}")
     if not (math.isfinite(float(eps)) and float(eps) > 0):
         raise RangeError(f"{who}: eps must be finite and > 0, got {eps}")
+    if not isinstance(step_cap, bool):
+        raise TypeError(f"{who}: step_cap must be True or False, got {step_cap!r}")
     if not (math.isfinite(float(sigma_max)) and 0 < float(sigma_min) <= float(sigma_max)):
         raise RangeError(f"{who}: expected 0 < sigma_min <= sigma_max < inf, got {sigma_min}, {sigma_max}")
     if float(sigma_min) < float(getattr(prior, "sigma_min", 0.0)):
@@ -378,9 +391,13 @@ def annealed_langevin(
     x = 0.5 + float(sigma_max) * torch.randn((m, *x_shape[1:]), generator=generator, dtype=y.dtype, device=y.device)
     ys = stack_batch(y, n_samples)
     plan = [(s, steps_per_level) for s in levels] + ([(levels[-1], final_steps)] if final_steps else [])
+    if step_cap:
+        norm2 = _operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device))
     for s, k in plan:
         a = float(eps) * s**2 / levels[-1] ** 2
         var = var_y + s**2
+        if step_cap:
+            a = min(a, 1.0 / (1.0 / s**2 + norm2 / var))
         for _ in range(k):
             score = prior.score(x, s) if use_score else (prior.denoise(x, s) - x) / s**2
             if operator.linear:
