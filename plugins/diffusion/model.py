@@ -73,10 +73,15 @@ class DiffusionPrior(Prior):
             self.net.to(memory_format=fmt)
             self._weights_format = fmt
 
-    def _call_layout(self, batch: int) -> torch.memory_format:
-        """Layout of a call on ``batch`` items: :attr:`memory_format`, except bfloat16 gradient calls on batches of 16
-        or more (see :meth:`channels_last`)."""
-        if self.precision == "bfloat16" and batch >= BF16_GRAD_CONTIGUOUS_FROM and torch.is_grad_enabled():
+    def _call_layout(self, x_in: Tensor) -> torch.memory_format:
+        """Layout of a call on ``x_in``: :attr:`memory_format`, except bfloat16 gradient calls on CPU batches of 16 or
+        more (see :meth:`channels_last`; measured with oneDNN only)."""
+        if (
+            self.precision == "bfloat16"
+            and x_in.device.type == "cpu"
+            and x_in.shape[0] >= BF16_GRAD_CONTIGUOUS_FROM
+            and torch.is_grad_enabled()
+        ):
             return torch.contiguous_format
         return self.memory_format
 
@@ -122,7 +127,7 @@ class DiffusionPrior(Prior):
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x_in = F.pad(x_in, (0, pw, 0, ph), mode="reflect" if (ph < h and pw < w) else "replicate")
-        layout = self._call_layout(x_in.shape[0])
+        layout = self._call_layout(x_in)
         self._set_weights_format(layout)
         x_in = x_in.contiguous(memory_format=layout)
         dtype = AUTOCAST[self.precision]
