@@ -74,8 +74,8 @@ FULL = {
     "long_steps": 1000,
     "import_runs": 5,
     "opts_batches": (1, 8, 32, 128),
-    "limit_steps": 10,
-    "limit_rounds": 5,
+    "limit_steps": 20,
+    "limit_rounds": 9,  # 5 rounds of 10 steps left a +-15 % round-to-round spread at 2 threads
     "precision_obs": 16,
     "precision_chunk": 8,
     "precision_samples": 8,
@@ -548,7 +548,8 @@ def opts(cfg: dict, prior_dirs: dict[str, str], log: Any) -> dict[str, Any]:
     """Interleaved A/B of network-call variants at several batch sizes (mnist and cifar10 networks).
 
     Variants: ``nchw`` (default memory format, frozen weights), ``channels_last`` (weights and input channels-last,
-    frozen), ``nchw_grad_params`` (weights requiring grad, as loaded by ``load_state_dict``: forward + backward only),
+    frozen), ``nchw_grad_params`` (weights requiring grad, as ``load_state_dict`` leaves them;
+    ``DiffusionPrior.from_pretrained`` freezes them since this measurement: forward + backward only),
     ``inference_mode`` (forward only, instead of ``no_grad``), ``channels_last bf16`` (channels-last under bfloat16
     autocast, ``DiffusionPrior.set_precision("bfloat16")``), ``nchw bf16`` (forward + backward: the layout
     ``DiffusionPrior`` uses for bfloat16 gradient calls).
