@@ -30,9 +30,10 @@ from invgen.solvers.base import check_steps, unstack_batch
 from invgen.solvers.schedules import prior_sigmas
 
 
-def schedule(prior: Any, steps: int) -> list[float]:
-    """The prior's descending noise levels for ``steps`` denoiser calls, with a trailing 0 (the last call's target)."""
-    return [float(s) for s in prior_sigmas(prior, steps)] + [0.0]
+def schedule(prior: Any, steps: int, spacing: str = "uniform") -> list[float]:
+    """The prior's descending noise levels for ``steps`` denoiser calls, with a trailing 0 (the last call's target);
+    ``spacing``: ``"uniform"`` or ``"quad"`` timesteps (:func:`~invgen.solvers.schedules.vp_sigmas`)."""
+    return [float(s) for s in prior_sigmas(prior, steps, spacing=spacing)] + [0.0]
 
 
 def start(operator: Any, y: Tensor, n: int, sigma_max: float, generator: torch.Generator) -> Tensor:

@@ -5,20 +5,21 @@ Half-quadratic splitting inside the reverse diffusion: each step denoises, solve
 denoised image, and re-noises to the next level with a mix of the implied noise and fresh noise:
 
     x0     = D(x, s_i)
-    x0_hat = argmin_z ||y - A z||^2 + rho_i ||z - x0||^2,   rho_i = lambda sigma_y^2 / s_i^2
+    x0_hat = argmin_z ||y - A z||^2 + rho_i ||z - x0||^2,   rho_i = lambda sigma_y^2 / (2 s_i)^2
     eps    = (x - x0_hat) / s_i
     x     <- x0_hat + s_{i+1} (sqrt(1 - zeta) eps + sqrt(zeta) n)
 
-(``rho_i`` is the paper's ``lambda sigma_n^2 / sigma_bar_t^2`` with both noise levels on the same [0, 1] scale.
-Equivalently the proximal problem is ``||y - A z||^2 / (2 sigma_y^2) + lambda ||z - x0||^2 / (2 s_i^2)``.)
+``rho_i`` is the paper's ``lambda sigma_n^2 / sigma_bar_t^2`` in the scales of the reference code, which every
+published ``lambda`` was tuned with: ``sigma_n`` on the [0, 1] image scale, ``sigma_bar_t = 2 s_i`` on the network's
+[-1, 1] scale. (Putting both on one scale, ``lambda sigma_y^2 / s_i^2``, as this module did before 2026-12-03, weights
+the prior 4x more for the same ``lambda``: measured on the perf benchmark's observations at 20 NFE, the reference
+scale gains 0.4-0.6 dB PSNR on SR x4. deepinv's DiffPIR halves ``rho`` through its L2 prox and so acts like
+``lambda`` twice its argument here.) Equivalently the proximal problem is
+``||y - A z||^2 / (2 sigma_y^2) + (lambda / 4) ||z - x0||^2 / (2 s_i^2)``.
 
-Convention note (found 2026-12-03, not yet acted on): the reference code computes ``sigma_bar_t`` on the network's
-[-1, 1] scale but ``sigma_n`` on the [0, 1] scale, so its ``lambda`` is ``lam / 4`` here: its SR value 7 is
-``lam = 1.75`` here, and this module's default ``lam = 7`` weights the prior 4x more than the reference code does
-(deepinv's DiffPIR, with its L2 prox's factor 1/2, acts like ``lam = 3.5``). Measured at 20 NFE on the perf
-benchmark's observations (16 per cell, 4 samples): ``lam = 1.75`` gains 0.4-0.6 dB PSNR on SR x4 (MNIST 16.31 against
-15.75, CIFAR-10 20.67 against 20.25) and leaves inpainting unchanged. The default stays 7 until the exactness table
-and every published DiffPIR figure are re-measured with the reference convention. The data step is solved
+The noise levels are the prior's DDPM timesteps with the reference code's ``quad`` spacing by default (strides
+shrinking towards the image, :func:`invgen.solvers.schedules.vp_sigmas`); ``spacing="uniform"`` gives the DDIM
+spacing of the other solvers here. The data step is solved
 
 * in closed form through the operator's SVD when it has one: ``V^T z = (s U^T y + rho V^T x0) / (s^2 + rho)``;
 * by conjugate gradients on ``(A^T A + rho I) z = A^T y + rho x0`` for other linear operators;
@@ -26,7 +27,8 @@ and every published DiffPIR figure are re-measured with the reference convention
 
 With noiseless observations (``sigma_y = 0``, so ``rho = 0``) the data step is the projection
 ``x0 + A^+ (y - A x0)`` (linear operators only). Defaults ``lambda = 7``, ``zeta = 0.3`` are the paper's values for
-super-resolution (the brief's reference setting; the paper tunes them per task), with its 100 steps (NFE 100).
+super-resolution (the brief's reference setting; the paper tunes them per task), with its 100 steps (NFE 100) and
+the reference code's ``quad`` spacing.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def diffpir(
     zeta: float = 0.3,
     prox_steps: int = 50,
     clip: bool = False,
+    spacing: str = "quad",
 ) -> Tensor:
     """DiffPIR sampling (module docstring).
 
@@ -101,13 +104,15 @@ def diffpir(
         n_samples: N samples per observation item, batched as ``N * B`` in one denoiser call per step.
         generator: the random generator.
         steps: number of denoiser calls (100, the paper's NFE).
-        lam: ``lambda``, the weight of the prior term in ``rho_i = lambda sigma_y^2 / s_i^2`` (paper: 7 for SR).
+        lam: ``lambda``, the weight of the prior term in ``rho_i = lambda sigma_y^2 / (2 s_i)^2`` (the reference code's
+            scale, module docstring; paper: 7 for SR).
         zeta: fraction of fresh noise in the re-noising step, in [0, 1] (paper: 0.3 for SR).
         prox_steps: gradient steps of the data step for nonlinear operators.
         clip: clamp the denoised estimate ``D(x_t, s_t)`` to the image range [0, 1] before it is used (the "clip
             denoised" practice of DDPM/DDIM codebases; off by default, so the exactness figures are those of the
             published algorithm). It keeps under-trained priors from drifting out of range, where an epsilon
             network's error is amplified by s_t.
+        spacing: ``"quad"`` (the reference code's timesteps, default) or ``"uniform"`` (DDIM's), module docstring.
 
     Returns:
         ``(N, B, C, H, W)`` samples.
@@ -126,7 +131,7 @@ def diffpir(
     if operator.noise.name != "gaussian" or std is None:
         raise TypeError(f"diffpir needs Gaussian observation noise, got {operator.noise.name!r}")
     var_y = float(std) ** 2
-    sig = schedule(prior, steps)
+    sig = schedule(prior, steps, spacing)
     x = start(operator, y, n_samples, sig[0], generator)
     ys = stack_batch(y, n_samples)
     a, b = math.sqrt(1 - zeta), math.sqrt(zeta)
@@ -134,7 +139,7 @@ def diffpir(
         x0 = prior.denoise(x, s)
         if clip:
             x0 = x0.clamp(0.0, 1.0)
-        x0_hat = data_step(operator, ys, x0, lam * var_y / s**2, prox_steps)
+        x0_hat = data_step(operator, ys, x0, lam * var_y / (2.0 * s) ** 2, prox_steps)
         if s_next == 0:
             x = x0_hat
             break

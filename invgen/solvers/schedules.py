@@ -18,12 +18,18 @@ def vp_sigmas(
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
     train_steps: int = 1000,
+    spacing: str = "uniform",
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
-    """Noise levels of ``steps`` evenly spaced timesteps of a linear-beta DDPM schedule, descending.
+    """Noise levels of ``steps`` timesteps of a linear-beta DDPM schedule, descending.
 
-    Timesteps ``t_i = round(linspace(train_steps - 1, 0, steps))`` (the DDIM "uniform" spacing) mapped to the [0, 1]
-    scale: ``sigma = sqrt((1 - abar_t) / abar_t) / 2``. With the defaults sigma runs from about 78.5 to 0.005.
+    Timesteps, mapped to the [0, 1] scale by ``sigma = sqrt((1 - abar_t) / abar_t) / 2`` (with the defaults sigma
+    runs from about 78.5 to 0.005):
+
+    * ``spacing="uniform"``: ``t_i = round(linspace(T - 1, 0, steps))`` (the DDIM "uniform" spacing);
+    * ``spacing="quad"``: ``t_i = T - 1 - floor(sqrt(linspace(0, T^2, steps)))``, the last one set to 0 (the "quad"
+      spacing of the DiffPIR reference code: large strides at high noise, small ones near the image, the last
+      stride about ``T (1 - sqrt(1 - 1 / (steps - 1)))``, so at most about ``T / 2`` steps: more raise).
 
     Returns:
         ``(steps,)`` descending noise levels (no trailing zero).
@@ -32,7 +38,19 @@ def vp_sigmas(
         raise ValueError(f"steps: expected an integer in [1, {train_steps}], got {steps!r}")
     betas = torch.linspace(beta_start, beta_end, train_steps, dtype=torch.float64)
     abar = torch.cumprod(1.0 - betas, dim=0)
-    t = torch.linspace(train_steps - 1, 0, steps, dtype=torch.float64).round().long()
+    if spacing == "uniform":
+        t = torch.linspace(train_steps - 1, 0, steps, dtype=torch.float64).round().long()
+    elif spacing == "quad":
+        seq = torch.linspace(0.0, float(train_steps) ** 2, steps, dtype=torch.float64).sqrt().floor().long()
+        t = (train_steps - 1 - seq).clamp_min(0)
+        t[0] = train_steps - 1
+        if steps > 1 and not bool((t[1:] < t[:-1]).all()):
+            raise ValueError(
+                f"steps: quad spacing repeats timesteps with {steps} steps of a {train_steps}-step schedule (its last "
+                f"strides fall below one timestep); use fewer steps or spacing='uniform'"
+            )
+    else:
+        raise ValueError(f"spacing: expected 'uniform' or 'quad', got {spacing!r}")
     return (((1 - abar[t]) / abar[t]).sqrt() / 2).to(dtype)
 
 
@@ -53,11 +71,17 @@ def karras_sigmas(
     return ((hi + ramp * (lo - hi)) ** rho).to(dtype)
 
 
-def prior_sigmas(prior: object, steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """The schedule a prior was trained with (its ``schedule`` attribute, a VP schedule), else the default VP one."""
+def prior_sigmas(prior: object, steps: int, dtype: torch.dtype = torch.float64, spacing: str = "uniform") -> Tensor:
+    """The schedule a prior was trained with (its ``schedule`` attribute, a VP schedule), else the default VP one;
+    ``spacing`` as in :func:`vp_sigmas`."""
     sched = getattr(prior, "schedule", None)
     if sched is not None and hasattr(sched, "beta_start"):
         return vp_sigmas(
-            steps, beta_start=sched.beta_start, beta_end=sched.beta_end, train_steps=sched.steps, dtype=dtype
+            steps,
+            beta_start=sched.beta_start,
+            beta_end=sched.beta_end,
+            train_steps=sched.steps,
+            spacing=spacing,
+            dtype=dtype,
         )
-    return vp_sigmas(steps, dtype=dtype)
+    return vp_sigmas(steps, spacing=spacing, dtype=dtype)
