@@ -120,6 +120,17 @@ def test_report_renders_every_section():
                 | {"failed": {"deepinv-float32": "AttributeError: mask"}, "ratios": {"invgen-float32": 1.6}}
             ],
         },
+        "diffpir": {
+            "deepinv_version": "0.5.0",
+            "nfe": 20,
+            "samples": 8,
+            "n_obs": 32,
+            "seeds": [11, 12],
+            "rows": [
+                {"dataset": "cifar10", "task": "sr4", "deepinv": {"psnr": 20.671, "lpips": 0.0767}}
+                | {"invgen": {"psnr": 20.812, "lpips": 0.0728}}
+            ],
+        },
         "limit": {
             "steps": 3,
             "rounds": 2,
@@ -150,6 +161,8 @@ def test_report_renders_every_section():
         "N samples per observation",
         "**1.60x**",
         "AttributeError: mask",
+        "| cifar10 | sr4 | 20.67 / 0.0767 | 20.81 / 0.0728 |",
+        "seeds [11, 12]",
     )
     for needle in needles:
         assert needle in md

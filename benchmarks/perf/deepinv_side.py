@@ -107,7 +107,10 @@ def make_solver(name: str, denoiser: torch.nn.Module, nfe: int, sigmas: list[flo
     * ``dps``: ``deepinv.sampling.DPS`` (VP SDE, DDPM ancestral solver, ``guidance="norm"``, ``weight=1``); its
       ``num_steps`` time points give ``num_steps - 1`` denoiser calls, so ``num_steps = nfe + 1``.
     * ``diffpir``: ``deepinv.sampling.DiffPIR`` with an L2 data fidelity, ``lambda = 7``, ``zeta = 0.3`` (invgen's
-      defaults; deepinv's own default ``zeta`` is 0.1), ``max_iter = nfe``.
+      defaults; deepinv's own default ``zeta`` is 0.1), ``max_iter = nfe``. Both use the reference code's ``quad``
+      timesteps and its ``rho = lambda sigma_n^2 / sigma_bar_t^2``, but deepinv's L2 prox
+      (``gamma = 1 / (2 rho)`` on ``||A x - y||^2 / 2``) doubles the prior's weight: its ``lambda = 7`` is invgen's 14.
+      Each library is run with the number a user would copy from the paper.
     * ``ddrm``: ``deepinv.sampling.DDRM`` with ``eta = 0.85``, ``etab = 1`` and invgen's ``nfe`` noise levels (the
       prior's DDPM timesteps on the [0, 1] scale, all > 0: deepinv's default ends at sigma = 0, outside the range of
       this network's conditioning).

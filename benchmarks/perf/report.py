@@ -113,6 +113,30 @@ def precision_table(pr: dict[str, Any]) -> list[str]:
     return lines
 
 
+DIFFPIR_LABELS = {
+    "deepinv": "deepinv (lambda 7)",
+    "invgen": "invgen (lambda 7, default)",
+    "invgen-uniform": "invgen, uniform timesteps",
+    "invgen-before": "invgen before 2026-12-03 (one-scale lambda 7, uniform)",
+}
+
+
+def diffpir_table(dq: dict[str, Any]) -> list[str]:
+    names = [n for n in DIFFPIR_LABELS if any(n in r for r in dq["rows"])]
+    lines = [
+        f"deepinv version: {dq.get('deepinv_version') or 'not installed'}; NFE {dq['nfe']}, {dq['samples']} posterior "
+        f"samples per observation, {dq['n_obs']} observations, seeds {dq['seeds']}, both libraries in bfloat16. "
+        "PSNR of the posterior mean / LPIPS of the samples, means over the seeds.",
+        "",
+        "| dataset | task | " + " | ".join(DIFFPIR_LABELS[n] for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in dq["rows"]:
+        cells = [f"{r[n]['psnr']:.2f} / {r[n]['lpips']:.4f}" if n in r else "-" for n in names]
+        lines.append(f"| {r['dataset']} | {r['task']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def limit_table(lim: dict[str, Any]) -> list[str]:
     lines = [
         f"invgen only; {lim['rounds']} rounds alternating a {lim['steps']}-NFE solve and {lim['steps']} bare calls at "
@@ -206,6 +230,8 @@ def render(results: dict[str, Any], notes: str = "") -> str:
             *precision_table(results["precision"]),
             "",
         ]
+    if "diffpir" in results:
+        out += ["## DiffPIR's hyperparameter conventions (quality only)", "", *diffpir_table(results["diffpir"]), ""]
     if "limit" in results:
         out += ["## Overhead over the network (the limit)", "", *limit_table(results["limit"]), ""]
     if "opts" in results:

@@ -12,6 +12,10 @@ Sections (``--section``, default all):
   alternated chunk by chunk: invgen float32, invgen bfloat16 (``DiffusionPrior.set_precision``), deepinv float32
   (what a deepinv user gets) and deepinv with its denoiser's network wrapped in the same bfloat16 autocast (the same
   trick applied by hand, so that the ratio of the two bfloat16 variants is the solvers' own difference).
+* ``diffpir``: DiffPIR's quality in both libraries given the paper's ``lambda = 7`` at 20 NFE, several seeds, both in
+  bfloat16 (no timing): deepinv; invgen's default (the reference code's ``rho`` scale and ``quad`` timesteps); invgen
+  with DDIM's uniform timesteps; invgen as it was before 2026-12-03 (``lambda`` on one scale, ``lam = 28`` now, and
+  uniform timesteps). It separates the two hyperparameter conventions from the solvers' speed.
 * ``opts``: interleaved A/B timings of the network-level options (memory format, frozen weights, no_grad vs
   inference_mode) that decide what the prior adapter does.
 * ``scaling``: seconds and peak RSS against the number of posterior samples and the resolution (one fresh subprocess
@@ -79,6 +83,9 @@ FULL = {
     "precision_obs": 16,
     "precision_chunk": 8,
     "precision_samples": 8,
+    "diffpir_obs": 32,
+    "diffpir_samples": 8,
+    "diffpir_seeds": (11, 12, 13),
 }
 QUICK = {
     "datasets": ("mnist",),
@@ -96,6 +103,9 @@ QUICK = {
     "precision_obs": 4,
     "precision_chunk": 2,
     "precision_samples": 2,
+    "diffpir_obs": 4,
+    "diffpir_samples": 2,
+    "diffpir_seeds": (11,),
 }
 
 
@@ -483,6 +493,76 @@ def precision(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: An
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# diffpir: the quality of DiffPIR's hyperparameter conventions in both libraries
+
+DIFFPIR_VARIANTS = {
+    "deepinv": None,
+    "invgen": {},  # the defaults: lam = 7 on the reference scale, quad timesteps
+    "invgen-uniform": {"spacing": "uniform"},
+    "invgen-before": {"lam": 28.0, "spacing": "uniform"},  # lambda = 7 on one scale: rho = 7 sigma_y^2 / s^2
+}
+
+
+def diffpir_quality(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any) -> dict[str, Any]:
+    """The ``diffpir`` section (module docstring). Returns ``{"rows": [...], "seeds", "samples", "n_obs", ...}``."""
+    from invgen.solvers.diffpir import diffpir
+
+    try:
+        import deepinv_side
+
+        dinv_version = deepinv_side.import_deepinv().__version__
+    except ImportError as err:
+        deepinv_side, dinv_version = None, None
+        log(f"deepinv not importable, running the invgen variants only ({err})")
+    n, n_s, seeds, nfe = cfg["diffpir_obs"], cfg["diffpir_samples"], cfg["diffpir_seeds"], cfg["nfe"]["diffpir"]
+    rows = []
+    for dataset in cfg["datasets"]:
+        prior = load_prior(dataset, prior_dirs)
+        prior.set_precision("bfloat16")
+        den = (
+            deepinv_side.make_denoiser(deepinv_side.load_network_copy(prior), torch.bfloat16) if deepinv_side else None
+        )
+        try:
+            for task in TASKS[dataset]:
+                x, y, op = observations(dataset, task, cfg["n_obs"], cache)
+                x, y = x[:n], y[:n]
+                log(f"diffpir: {dataset} {task} (NFE {nfe}, {n_s} samples x {n} observations x {len(seeds)} seeds)")
+                physics = _deepinv_physics(deepinv_side, task, op, x)
+                dsolver = deepinv_side.make_solver("diffpir", den, nfe, [], NOISE_STD) if den is not None else None
+                row = _row_head(dataset, task, "diffpir", nfe, n, n, y) | {"samples": n_s, "seeds": list(seeds)}
+                for name, options in DIFFPIR_VARIANTS.items():
+                    if options is None and dsolver is None:
+                        continue
+                    per_seed = []
+                    for seed in seeds:
+                        with torch.no_grad():
+                            if options is None:
+                                yr = y.repeat(n_s, *([1] * (y.dim() - 1)))
+                                s = deepinv_side.run(dsolver, "diffpir", yr, physics, seed=seed)
+                                s = s.reshape(n_s, n, *s.shape[1:])
+                            else:
+                                g = torch.Generator().manual_seed(seed)
+                                s = diffpir(prior, op, y, n_samples=n_s, generator=g, steps=nfe, **options)
+                        per_seed.append(quality(s, x))
+                    row[name] = {
+                        "options": options,
+                        "psnr": statistics.mean(q["psnr"] for q in per_seed),
+                        "lpips": statistics.mean(q["lpips"] for q in per_seed),
+                        "per_seed": per_seed,
+                    }
+                log(
+                    "  "
+                    + json.dumps(
+                        {k: [round(row[k]["psnr"], 2), round(row[k]["lpips"], 4)] for k in DIFFPIR_VARIANTS if k in row}
+                    )
+                )
+                rows.append(row)
+        finally:
+            prior.set_precision("float32")
+    return {"rows": rows, "deepinv_version": dinv_version, "samples": n_s, "n_obs": n, "seeds": list(seeds), "nfe": nfe}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # limit: invgen's wall time against its bare network calls
 
 
@@ -725,7 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="small settings (the default)")
     mode.add_argument("--full", action="store_true", help="the published settings")
     parser.add_argument(
-        "--section", action="append", choices=("compare", "precision", "limit", "opts", "scaling", "imports")
+        "--section",
+        action="append",
+        choices=("compare", "precision", "diffpir", "limit", "opts", "scaling", "imports"),
     )
     parser.add_argument("--out", type=Path, help="results folder (default: docs/perf for --full, else a temp dir)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "invgen-perf")
@@ -741,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(FULL if args.full else QUICK)
     out_dir = args.out or (ROOT / "docs" / "perf" if args.full else Path(tempfile.mkdtemp(prefix="invgen-perf-")))
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = args.section or ["imports", "opts", "compare", "precision", "limit", "scaling"]
+    sections = args.section or ["imports", "opts", "compare", "precision", "diffpir", "limit", "scaling"]
     json_path = out_dir / "results.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
     t_start = time.perf_counter()
@@ -763,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         "opts": lambda: opts(cfg, prior_dirs, log),
         "compare": lambda: compare(cfg, prior_dirs, args.cache, log),
         "precision": lambda: precision(cfg, prior_dirs, args.cache, log),
+        "diffpir": lambda: diffpir_quality(cfg, prior_dirs, args.cache, log),
         "limit": lambda: limit(cfg, prior_dirs, args.cache, log),
         "scaling": lambda: scaling(cfg, prior_dirs, log),
     }
@@ -773,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("sections_meta", {})[name] = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "wall_s": time.perf_counter() - t_sec,
+            "threads": args.threads,
             "load_average_start": load_start,
             "load_average_end": os.getloadavg(),
         }
