@@ -273,8 +273,10 @@ def test_diffpir_weights_the_data_step_on_the_reference_scale(monkeypatch):
         diffpir(pb.prior, pb.op, pb.y, n_samples=2, generator=gen(1), steps=12, lam=5.0, spacing=spacing)
         levels = prior_sigmas(pb.prior, 12, spacing=spacing).tolist()
         assert seen == pytest.approx([5.0 * std**2 / (2 * s) ** 2 for s in levels], rel=1e-12), spacing
-    with pytest.raises(ValueError, match="spacing"):
+    with pytest.raises(RangeError, match="diffpir: spacing must be 'quad' or 'uniform', got 'linear'"):
         diffpir(pb.prior, pb.op, pb.y, n_samples=2, generator=gen(1), steps=12, spacing="linear")
+    with pytest.raises(ValueError, match="quad spacing repeats timesteps with 600 steps"):
+        diffpir(pb.prior, pb.op, pb.y, n_samples=2, generator=gen(1), steps=600)
 
 
 def test_annealed_langevin_from_a_denoiser_equals_the_score_path():
