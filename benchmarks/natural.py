@@ -44,7 +44,7 @@ is; the option shows how much of a solver's result is lost to out-of-range denoi
 Usage:
     INVGEN_DATA=../shared/data python benchmarks/natural.py --prior diffusion-natural-gray --out docs/natural \
         [--tasks sr,inpaint,deblur] [--solvers ddrm,ddnm,diffpir,pigdm] [--dps] [--steps 20] [--samples 2] \
-        [--images N] [--seed 0] [--threads T] [--clip-denoised]
+        [--images N] [--seed 0] [--threads T] [--clip-denoised] [--variant diffpir:lam=28,spacing=uniform ...]
     python benchmarks/natural.py --prior-path /path/to/folder ...   # config.json + model.safetensors
 """
 
@@ -67,6 +67,36 @@ import invgen
 
 DIFFUSION_SOLVERS = ("ddrm", "ddnm", "diffpir", "pigdm", "dps")
 SVD_SOLVERS = frozenset({"ddrm", "ddnm", "pigdm"})
+
+
+def split_method(method: str) -> tuple[str, dict[str, Any]]:
+    """``"diffpir(lam=28,spacing=uniform)"`` -> ``("diffpir", {"lam": 28.0, "spacing": "uniform"})``: a method label of
+    the tables and its solver with options (``--variant``); a plain name has no options."""
+    name, sep, rest = method.partition("(")
+    if not sep:
+        return method, {}
+    options: dict[str, Any] = {}
+    for pair in rest.rstrip(")").split(","):
+        key, _, value = (part.strip() for part in pair.partition("="))
+        for kind in (int, float, str):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+    return name, options
+
+
+def parse_variant(text: str) -> str:
+    """``--variant diffpir:lam=28,spacing=uniform`` -> the method label ``"diffpir(lam=28,spacing=uniform)"``."""
+    name, sep, opts = text.partition(":")
+    if name not in DIFFUSION_SOLVERS or not sep or "=" not in opts:
+        raise SystemExit(
+            f"--variant: expected SOLVER:KEY=VALUE[,KEY=VALUE] with SOLVER in {DIFFUSION_SOLVERS}, got {text!r}"
+        )
+    return f"{name}({opts})"
+
+
 TASKS = ("sr", "inpaint", "deblur")
 SR_SETS = ("set5", "set14")
 SR_SCALES = (2, 4)
@@ -322,6 +352,7 @@ def deblur_cells(
 # --- running one method on one image -----------------------------------------------------------------------------
 def supports(method: str, op: Any) -> str | None:
     """None if ``method`` can run on ``op``, else the reason it cannot."""
+    method = split_method(method)[0]
     if method in SVD_SOLVERS and not getattr(op, "has_svd", False):
         return f"{method} needs an operator with an SVD (has_svd); {op.name!r} has none"
     if method == "bicubic" and op.name != "superres":
@@ -337,8 +368,9 @@ def run_method(
         t0 = time.perf_counter()
         x = bicubic_upsample(y, op.scale)
         return x[None], 0, time.perf_counter() - t0
-    if method in DIFFUSION_SOLVERS:
-        post = invgen.solve(y, op, prior, solver=method, n_samples=samples, seed=seed, steps=steps)
+    name, options = split_method(method)
+    if name in DIFFUSION_SOLVERS:
+        post = invgen.solve(y, op, prior, solver=name, n_samples=samples, seed=seed, steps=steps, **options)
         return post.samples, post.nfe, post.seconds
     post = invgen.solve(y, op, solver=method, n_samples=1, seed=seed)  # deterministic baselines: one sample
     return post.samples, post.nfe, post.seconds
@@ -690,8 +722,8 @@ def save_figure(path: Path, cell: dict[str, Any], fig: dict[str, Any], results: 
 
     methods = results["methods"]
     means = fig["means"]
-    base = [m for m in means if m not in DIFFUSION_SOLVERS]
-    diff = [m for m in means if m in DIFFUSION_SOLVERS]
+    base = [m for m in means if split_method(m)[0] not in DIFFUSION_SOLVERS]
+    diff = [m for m in means if split_method(m)[0] in DIFFUSION_SOLVERS]
     if "truth" not in fig:
         return None
     best_base = max(base, key=lambda m: methods[m]["psnr"]) if base else None
@@ -762,6 +794,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solvers", default="ddrm,ddnm,diffpir,pigdm", help="diffusion solvers (dps: see --dps)")
     p.add_argument("--dps", action="store_true", help="also run DPS (backpropagates through the network)")
     p.add_argument("--no-baselines", action="store_true", help="diffusion solvers only")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="a solver with options, as another method: SOLVER:KEY=VALUE[,KEY=VALUE], e.g. diffpir:lam=28",
+    )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--samples", type=int, default=2, help="posterior samples per image")
     p.add_argument("--images", type=int, default=0, help="first N images of each set (0: all)")
@@ -796,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     solvers = _csv(args.solvers, DIFFUSION_SOLVERS, "--solvers")
     if args.dps and "dps" not in solvers:
         solvers.append("dps")
+    solvers += [parse_variant(v) for v in args.variant]
     from invgen.data.datasets import data_root
 
     root = data_root(None) if tasks else None

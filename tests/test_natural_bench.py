@@ -180,6 +180,30 @@ def test_cell_on_synthetic_images_runs_every_method_it_can(bench):
     assert set(res["methods"]) == {"tikhonov", "diffpir"}
 
 
+def test_variants_run_a_solver_with_options_as_another_method(bench):
+    """``--variant diffpir:lam=28,spacing=uniform`` is the method ``diffpir(lam=28,spacing=uniform)``: the options reach
+    the solver (same seed: equal to calling it with them, different from the default) and the SVD check
+    uses the name."""
+    assert bench.parse_variant("diffpir:lam=28,spacing=uniform") == "diffpir(lam=28,spacing=uniform)"
+    assert bench.split_method("diffpir(lam=28,spacing=uniform,zeta=0.5)") == (
+        "diffpir",
+        {"lam": 28, "spacing": "uniform", "zeta": 0.5},
+    )
+    assert bench.split_method("ddrm") == ("ddrm", {})
+    for bad in ("diffpir", "diffpir:lam", "foo:lam=1"):
+        with pytest.raises(SystemExit, match="--variant"):
+            bench.parse_variant(bad)
+    prior = tiny_prior()
+    op = invgen.operator("blur", kernel="gaussian", sigma=1.6, size=25, noise=invgen.noise("gaussian", std=0.01))
+    y = op.measure(torch.rand(1, 1, 32, 32), generator=torch.Generator().manual_seed(0))
+    kw = {"samples": 1, "steps": 3, "seed": 0}
+    variant, nfe, _ = bench.run_method("diffpir(lam=28,spacing=uniform)", prior, op, y, **kw)
+    direct = invgen.solve(y, op, prior, solver="diffpir", n_samples=1, seed=0, steps=3, lam=28.0, spacing="uniform")
+    default, _, _ = bench.run_method("diffpir", prior, op, y, **kw)
+    assert nfe == 3 and torch.equal(variant, direct.samples) and not torch.equal(variant, default)
+    assert "has_svd" in bench.supports("ddrm(eta=0.5)", op) and bench.supports("diffpir(lam=28)", op) is None
+
+
 def test_clipped_denoiser_clamps_and_delegates(bench):
     prior = tiny_prior()
     clipped = bench.ClippedDenoiser(prior)
