@@ -218,9 +218,22 @@ def render(results: dict[str, Any], notes: str = "") -> str:
         "",
         f"Mode `{meta.get('mode')}`, {meta.get('date')}, torch {meta.get('torch')}, python {meta.get('python')}, "
         f"{meta.get('machine')}; load average at start {meta.get('load_average_start')}, at end "
-        f"{meta.get('load_average_end')}; wall {_f(meta.get('wall_s'), '.0f')} s.",
+        f"{meta.get('load_average_end')}; wall {_f(meta.get('wall_s'), '.0f')} s (the last invocation).",
         "",
     ]
+    sections = results.get("sections_meta", {})
+    if sections:
+        out += [
+            "Sections (each may come from another invocation): "
+            + "; ".join(
+                f"`{name}` {m.get('date')}, {m.get('threads', '?')} threads, {_f(m.get('wall_s'), '.0f')} s, "
+                f"load {_f((m.get('load_average_start') or [None])[0], '.1f')} -> "
+                f"{_f((m.get('load_average_end') or [None])[0], '.1f')}"
+                for name, m in sections.items()
+            )
+            + ".",
+            "",
+        ]
     if "compare" in results:
         out += ["## invgen vs deepinv", "", *compare_tables(results["compare"]), ""]
     if "precision" in results:

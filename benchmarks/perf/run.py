@@ -836,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",  # torch threads: per section, sections_meta
         "load_average_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
