@@ -263,6 +263,18 @@ def network_call_time(net_call: Any, x: Tensor, grad: bool, repeats: int = 5, wa
 # compare: invgen vs deepinv
 
 
+def optional_deepinv(log: Any, fallback: str) -> tuple[Any, str | None]:
+    """``(the deepinv_side module, deepinv's version)``, or ``(None, None)`` with a log line saying that the section
+    runs ``fallback`` when deepinv is not importable."""
+    try:
+        import deepinv_side
+
+        return deepinv_side, deepinv_side.import_deepinv().__version__
+    except ImportError as err:
+        log(f"deepinv not importable, running {fallback} ({err})")
+        return None, None
+
+
 def _deepinv_physics(deepinv_side: Any, task: str, op: Any, x: Tensor) -> Any:
     """deepinv's physics equal to ``op`` on images like ``x`` (None when deepinv is not importable)."""
     if deepinv_side is None:
@@ -298,14 +310,7 @@ def invgen_net_call(prior: Any, sigma: Tensor, x: Tensor) -> Tensor:
 
 def compare(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any) -> dict[str, Any]:
     """The side-by-side table (module docstring). Returns ``{"rows": [...], "deepinv": version or None, ...}``."""
-    try:
-        import deepinv_side
-
-        dinv = deepinv_side.import_deepinv()
-        dinv_version = dinv.__version__
-    except ImportError as err:
-        deepinv_side, dinv_version = None, None
-        log(f"deepinv not importable, running the invgen side only ({err})")
+    deepinv_side, dinv_version = optional_deepinv(log, "the invgen side only")
     rows = []
     n, chunk = cfg["n_obs"], cfg["chunk"]
     for dataset in cfg["datasets"]:
@@ -421,13 +426,7 @@ def _precision_variant(name: str, y: Tensor, seed: int, ctx: dict[str, Any]) -> 
 
 def precision(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, log: Any) -> dict[str, Any]:
     """The four-variant table (module docstring). Returns ``{"rows": [...], "deepinv_version", "samples", ...}``."""
-    try:
-        import deepinv_side
-
-        dinv_version = deepinv_side.import_deepinv().__version__
-    except ImportError as err:
-        deepinv_side, dinv_version = None, None
-        log(f"deepinv not importable, running the invgen variants only ({err})")
+    deepinv_side, dinv_version = optional_deepinv(log, "the invgen variants only")
     n, chunk, n_s = cfg["precision_obs"], cfg["precision_chunk"], cfg["precision_samples"]
     rows = []
     for dataset in cfg["datasets"]:
@@ -507,13 +506,7 @@ def diffpir_quality(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, l
     """The ``diffpir`` section (module docstring). Returns ``{"rows": [...], "seeds", "samples", "n_obs", ...}``."""
     from invgen.solvers.diffpir import diffpir
 
-    try:
-        import deepinv_side
-
-        dinv_version = deepinv_side.import_deepinv().__version__
-    except ImportError as err:
-        deepinv_side, dinv_version = None, None
-        log(f"deepinv not importable, running the invgen variants only ({err})")
+    deepinv_side, dinv_version = optional_deepinv(log, "the invgen variants only")
     n, n_s, seeds, nfe = cfg["diffpir_obs"], cfg["diffpir_samples"], cfg["diffpir_seeds"], cfg["nfe"]["diffpir"]
     rows = []
     for dataset in cfg["datasets"]:
