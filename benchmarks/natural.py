@@ -70,8 +70,9 @@ SVD_SOLVERS = frozenset({"ddrm", "ddnm", "pigdm"})
 
 
 def split_method(method: str) -> tuple[str, dict[str, Any]]:
-    """``"diffpir(lam=28,spacing=uniform)"`` -> ``("diffpir", {"lam": 28.0, "spacing": "uniform"})``: a method label of
-    the tables and its solver with options (``--variant``); a plain name has no options."""
+    """``"diffpir(lam=28,spacing=uniform)"`` -> ``("diffpir", {"lam": 28, "spacing": "uniform"})``: a method label of
+    the tables and its solver with options (``--variant``; values read as int, else float, else str); a plain name has
+    no options."""
     name, sep, rest = method.partition("(")
     if not sep:
         return method, {}

@@ -42,8 +42,7 @@ def vp_sigmas(
         t = torch.linspace(train_steps - 1, 0, steps, dtype=torch.float64).round().long()
     elif spacing == "quad":
         seq = torch.linspace(0.0, float(train_steps) ** 2, steps, dtype=torch.float64).sqrt().floor().long()
-        t = (train_steps - 1 - seq).clamp_min(0)
-        t[0] = train_steps - 1
+        t = (train_steps - 1 - seq).clamp_min(0)  # seq runs 0 .. T: the last timestep is 0
         if steps > 1 and not bool((t[1:] < t[:-1]).all()):
             raise ValueError(
                 f"steps: quad spacing repeats timesteps with {steps} steps of a {train_steps}-step schedule (its last "
