@@ -418,9 +418,15 @@ def _precision_variant(name: str, y: Tensor, seed: int, ctx: dict[str, Any]) -> 
             return invgen.solve(y, ctx["op"], prior, solver=solver, n_samples=n_s, seed=seed, steps=ctx["nfe"]).samples
         finally:
             prior.set_precision("float32")
-    yr = y.repeat(n_s, *([1] * (y.dim() - 1)))  # (N * B, ...), sample-major like invgen's samples
+    return deepinv_samples(ctx["deepinv_side"], ctx["dsolvers"][p], solver, y, ctx["physics"], n_s, seed)
+
+
+def deepinv_samples(side: Any, dsolver: Any, solver: str, y: Tensor, physics: Any, n_s: int, seed: int) -> Tensor:
+    """``n_s`` deepinv posterior samples per observation: ``y`` repeated ``n_s`` times (sample-major, like invgen's
+    samples) in one call; autograd only for DPS. Shape: y ``(B, ...)`` -> ``(N, B, C, H, W)``."""
+    yr = y.repeat(n_s, *([1] * (y.dim() - 1)))
     with torch.no_grad() if solver != "dps" else contextlib.nullcontext():
-        s = ctx["deepinv_side"].run(ctx["dsolvers"][p], solver, yr, ctx["physics"], seed=seed)
+        s = side.run(dsolver, solver, yr, physics, seed=seed)
     return s.detach().reshape(n_s, y.shape[0], *s.shape[1:])
 
 
@@ -528,12 +534,10 @@ def diffpir_quality(cfg: dict, prior_dirs: dict[str, str], cache: Path | None, l
                         continue
                     per_seed = []
                     for seed in seeds:
-                        with torch.no_grad():
-                            if options is None:
-                                yr = y.repeat(n_s, *([1] * (y.dim() - 1)))
-                                s = deepinv_side.run(dsolver, "diffpir", yr, physics, seed=seed)
-                                s = s.reshape(n_s, n, *s.shape[1:])
-                            else:
+                        if options is None:
+                            s = deepinv_samples(deepinv_side, dsolver, "diffpir", y, physics, n_s, seed)
+                        else:
+                            with torch.no_grad():
                                 g = torch.Generator().manual_seed(seed)
                                 s = diffpir(prior, op, y, n_samples=n_s, generator=g, steps=nfe, **options)
                         per_seed.append(quality(s, x))

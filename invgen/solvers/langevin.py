@@ -391,9 +391,10 @@ def annealed_langevin(
     x = 0.5 + float(sigma_max) * torch.randn((m, *x_shape[1:]), generator=generator, dtype=y.dtype, device=y.device)
     ys = stack_batch(y, n_samples)
     plan = [(s, steps_per_level) for s in levels] + ([(levels[-1], final_steps)] if final_steps else [])
-    # ||A||^2 of the step cap's curvature bound (docstring); None: the paper's steps
-    mid_grey = torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device)
-    norm2 = _operator_norm2(operator, mid_grey) if step_cap else None
+    # ||A||^2 of the step cap's curvature bound (at mid-grey, docstring); None: the paper's steps
+    norm2 = None
+    if step_cap:
+        norm2 = _operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device))
     for s, k in plan:
         a = float(eps) * s**2 / levels[-1] ** 2
         var = var_y + s**2
