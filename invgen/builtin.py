@@ -60,6 +60,24 @@ SOLVERS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("denoiser",),
         "annealed Langevin on the posterior (Song & Ermon 2019, Jalal et al. 2021)",
     ),
+    ("mmps", "invgen.solvers.mmps:mmps", ("denoiser",), "moment-matching posterior sampling (Rozet et al. 2024)"),
+    (
+        "daps",
+        "invgen.solvers.daps:daps",
+        ("denoiser",),
+        "decoupled annealing posterior sampling (Zhang et al. 2025)",
+    ),
+    ("pnp_dm", "invgen.solvers.pnp_dm:pnp_dm", ("denoiser",), "split-Gibbs plug-and-play diffusion (Wu et al. 2024)"),
+    ("red_diff", "invgen.solvers.red_diff:red_diff", ("denoiser",), "variational RED-diff (Mardani et al. 2024)"),
+    ("repaint", "invgen.solvers.repaint:repaint", ("denoiser",), "RePaint inpainting with resampling (Lugmayr 2022)"),
+    ("tds", "invgen.solvers.tds:tds", ("denoiser",), "twisted diffusion sampler, SMC with K particles (Wu 2023)"),
+    (
+        "mcgdiff",
+        "invgen.solvers.mcgdiff:mcgdiff",
+        ("denoiser",),
+        "Monte Carlo guided diffusion, SMC for linear Gaussian problems (Cardoso 2024)",
+    ),
+    ("fps", "invgen.solvers.fps:fps", ("denoiser",), "filtering posterior sampling, SMC (Dou & Song 2024)"),
     (
         "latent_map",
         "invgen.solvers.latent:latent_map",
@@ -167,6 +185,10 @@ SOLVER_OPERATORS: dict[str, str] = {
     "ddrm": "svd",
     "ddnm": "svd",
     "pigdm": "svd",
+    "mmps": "linear",
+    "repaint": "inpaint",
+    "mcgdiff": "svd",
+    "fps": "linear",
 }
 
 

@@ -170,6 +170,24 @@ def test_gmm_capabilities_match_torch_distributions(sigma):
     )
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 0.4])
+def test_gmm_tied_covariances_fast_path_matches_torch_distributions(sigma):
+    """Equal covariances take the one-rotation path (``tied``); it must give what torch.distributions gives."""
+    base = _gmm()
+    prior = GMM(base.weights, base.means.reshape(base.k, 1, 3, 3), base.covs[:1].expand(base.k, 9, 9).clone())
+    assert prior.tied and not base.tied
+    x = 0.5 + 0.2 * torch.randn(6, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+    mix = _mixture(prior, sigma)
+    xg = x.reshape(6, -1).clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(mix.log_prob(xg).sum(), xg)
+    torch.testing.assert_close(prior.score(x, sigma), auto.reshape(x.shape), rtol=1e-8, atol=1e-8)
+    if sigma > 0:
+        torch.testing.assert_close(prior.denoise(x, sigma), x + sigma**2 * auto.reshape(x.shape), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        prior.log_prob(x), _mixture(prior, 0.0).log_prob(x.reshape(6, -1)), rtol=1e-10, atol=1e-9
+    )
+
+
 def test_gmm_log_space_weights_are_stable_far_from_every_component():
     prior = _gmm()
     x = torch.full((2, 1, 3, 3), 40.0, dtype=F64)

@@ -180,7 +180,7 @@ class SolverSpec:
     label: str
     options: dict[str, Any]
     needs: tuple[str, ...]
-    operators: str  # "any", "linear" or "svd"
+    operators: str  # "any", "linear", "svd" or "inpaint"
     tasks: tuple[str, ...] | None
     priors: tuple[str, ...] | None
     datasets: tuple[str, ...] | None
@@ -510,6 +510,8 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
 def operator_support(solver: SolverSpec, operator: Any) -> str | None:
     """Why ``solver`` cannot run with ``operator`` (None when it can)."""
+    if solver.operators == "inpaint" and getattr(operator, "name", None) not in ("inpaint", "identity"):
+        return f"needs a pixel-mask operator (inpaint or identity), got {operator.name!r}"
     if solver.operators in ("linear", "svd") and not getattr(operator, "linear", False):
         return f"needs a linear operator, {operator.name!r} is nonlinear"
     if solver.operators == "svd" and not getattr(operator, "has_svd", False):

@@ -78,7 +78,11 @@ class GMM(Prior):
         if covs.shape != (k, d, d):
             raise ShapeError(f"gmm: covs must be (K, d, d) = ({k}, {d}, {d}), got shape {tuple(covs.shape)}")
         covs = torch.stack([check_covariance(covs[i], d, "gmm", f"covs[{i}]") for i in range(k)])
-        evals, evecs = torch.linalg.eigh(covs)
+        # Tied covariances (every component the same) take a fast path: one rotation of x instead of K.
+        self.tied = bool(all(torch.equal(covs[i], covs[0]) for i in range(1, k)))
+        evals, evecs = torch.linalg.eigh(covs[:1] if self.tied else covs)
+        if self.tied:
+            evals, evecs = evals.expand(k, d).contiguous(), evecs.expand(k, d, d).contiguous()
         self.k, self.d = k, d
         self.register_buffer("weights", weights / weights.sum())
         self.register_buffer("means", means.reshape(k, d))
@@ -96,14 +100,17 @@ class GMM(Prior):
         ``(B, K, d)``, log responsibilities ``(B, K)`` and the unnormalised log joint ``(B, K)``."""
         pi, mu, lam, q = self._p(x)
         xf = flatten(x, self.d, "gmm")
-        z = torch.bmm(xf[None, :, :] - mu[:, None, :], q).transpose(0, 1)  # (B, K, d)
+        if self.tied:  # Q^T (x - mu_k) = Q^T x - Q^T mu_k with one Q
+            z = (xf @ q[0])[:, None, :] - (mu @ q[0])[None]  # (B, K, d)
+        else:
+            z = torch.bmm(xf[None, :, :] - mu[:, None, :], q).transpose(0, 1)  # (B, K, d)
         if isinstance(sigma, (int, float)):  # one noise level: (1, K, d) broadcasts, log det computed once
             var = lam[None] + sigma2(sigma, x[:1])[:, :, None]
         else:
             var = lam[None] + sigma2(sigma, x)[:, :, None]
         log_joint = (
             torch.log(pi)[None]
-            - 0.5 * (z**2 / var).sum(2)
+            - 0.5 * (z * z * (1.0 / var)).sum(2)  # 1 / var is small: (1 or B, K, d)
             - 0.5 * torch.log(var).sum(2)
             - 0.5 * self.d * math.log(2 * math.pi)
         )
@@ -121,15 +128,20 @@ class GMM(Prior):
         """``E[x0 | x]`` for ``x = x0 + sigma n``. Shape: ``(B, C, H, W)`` -> same."""
         _, mu, lam, q = self._p(x)
         z, var, log_w, _ = self._components(x, sigma)
+        w = log_w.exp()[:, :, None]
+        if self.tied:  # sum_k w_k Q D_k z_k = Q sum_k w_k D_k z_k
+            return self._out((w * mu[None]).sum(1) + (w * z * (lam[None] / var)).sum(1) @ q[0].T, x)
         # Sigma_k (Sigma_k + s^2 I)^-1 (x - mu_k), rotated back: (B, K, d)
         shrunk = torch.bmm((z * (lam[None] / var)).transpose(0, 1), q.transpose(1, 2)).transpose(0, 1)
-        return self._out((log_w.exp()[:, :, None] * (mu[None] + shrunk)).sum(1), x)
+        return self._out((w * (mu[None] + shrunk)).sum(1), x)
 
     def score(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
         """``grad log p_sigma(x)``. Shape: ``(B, C, H, W)`` -> same."""
         _, _, _, q = self._p(x)
         z, var, log_w, _ = self._components(x, sigma)
-        comp = torch.bmm((z / var).transpose(0, 1), q.transpose(1, 2)).transpose(0, 1)
+        if self.tied:
+            return self._out(-(log_w.exp()[:, :, None] * z * (1.0 / var)).sum(1) @ q[0].T, x)
+        comp = torch.bmm((z * (1.0 / var)).transpose(0, 1), q.transpose(1, 2)).transpose(0, 1)
         return self._out(-(log_w.exp()[:, :, None] * comp).sum(1), x)
 
     def log_prob(self, x: Tensor) -> Tensor:
