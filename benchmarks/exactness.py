@@ -55,6 +55,7 @@ LABELS = {
     "pnp_dm": "PnP-DM (defaults)",
     "red_diff": "RED-diff (defaults)",
     "repaint": "RePaint (defaults)",
+    "azula_mmps": "peer: azula 0.11.1 MMPS (its defaults: 64 DDPM steps, GMRES 1)",
 }
 
 

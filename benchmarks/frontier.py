@@ -123,7 +123,7 @@ def main() -> None:
     for r in rows:
         groups[(r["dataset"], r["task"])].append(r)
     for (dataset, task), rs in groups.items():
-        plot(rs, f"{dataset} / {task}: 16 test images x 4 samples", out / f"{dataset}__{task}.png")
+        plot(rs, f"{dataset} / {task}: 8 test images x 4 samples", out / f"{dataset}__{task}.png")
     (out / "frontier.md").write_text("# Quality vs time frontier\n\n" + tables(rows))
 
 

@@ -55,8 +55,8 @@ class HookSpecs:
 
         ``factory(**options)`` returns an :class:`invgen.solvers.base.Solver`; ``needs`` are the capabilities the
         solver requires of a prior (an empty tuple for baselines that use none); ``operators`` is what it requires
-        of the operator: ``"any"`` (default), ``"linear"``, ``"svd"`` (linear with a cheap SVD) or ``"inpaint"`` (a pixel mask:
-        the ``inpaint`` or ``identity`` operator).
+        of the operator: ``"any"`` (default), ``"linear"``, ``"svd"`` (linear with a cheap SVD) or ``"inpaint"`` (a
+        pixel mask: the ``inpaint`` or ``identity`` operator).
         """
 
     @hookspec

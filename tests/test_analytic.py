@@ -148,9 +148,14 @@ def _mixture(prior: GMM, sigma: float) -> MixtureSameFamily:
     return MixtureSameFamily(Categorical(probs=prior.weights), MultivariateNormal(prior.means, covariance_matrix=covs))
 
 
+@pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("sigma", [0.0, 0.1, 0.4])
-def test_gmm_capabilities_match_torch_distributions(sigma):
+def test_gmm_capabilities_match_torch_distributions(sigma, tied):
+    """``tied``: equal covariances take the one-rotation fast path; it must give what torch.distributions gives."""
     prior = _gmm()
+    if tied:
+        prior = GMM(prior.weights, prior.means.reshape(prior.k, 1, 3, 3), prior.covs[:1].expand(prior.k, 9, 9).clone())
+    assert prior.tied == tied
     x = 0.5 + 0.2 * torch.randn(6, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
     mix = _mixture(prior, sigma)
     xg = x.reshape(6, -1).clone().requires_grad_(True)
@@ -167,24 +172,6 @@ def test_gmm_capabilities_match_torch_distributions(sigma):
         mixture_responsibilities(x, prior.weights, prior.means, covs),
         rtol=1e-8,
         atol=1e-10,
-    )
-
-
-@pytest.mark.parametrize("sigma", [0.0, 0.1, 0.4])
-def test_gmm_tied_covariances_fast_path_matches_torch_distributions(sigma):
-    """Equal covariances take the one-rotation path (``tied``); it must give what torch.distributions gives."""
-    base = _gmm()
-    prior = GMM(base.weights, base.means.reshape(base.k, 1, 3, 3), base.covs[:1].expand(base.k, 9, 9).clone())
-    assert prior.tied and not base.tied
-    x = 0.5 + 0.2 * torch.randn(6, 1, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
-    mix = _mixture(prior, sigma)
-    xg = x.reshape(6, -1).clone().requires_grad_(True)
-    (auto,) = torch.autograd.grad(mix.log_prob(xg).sum(), xg)
-    torch.testing.assert_close(prior.score(x, sigma), auto.reshape(x.shape), rtol=1e-8, atol=1e-8)
-    if sigma > 0:
-        torch.testing.assert_close(prior.denoise(x, sigma), x + sigma**2 * auto.reshape(x.shape), rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(
-        prior.log_prob(x), _mixture(prior, 0.0).log_prob(x.reshape(6, -1)), rtol=1e-10, atol=1e-9
     )
 
 
