@@ -117,6 +117,19 @@ def require_linear(operator: Any, solver_name: str) -> None:
         raise TypeError(f"solver {solver_name!r} needs a linear operator, got the nonlinear {operator.name!r}")
 
 
+def linear_gaussian_std(operator: Any, who: str, alternative: str = "dps") -> float:
+    """Raise unless ``operator`` is linear with Gaussian noise (errors name ``who`` and a solver that would work);
+    return the noise std (may be 0)."""
+    if not getattr(operator, "linear", False):
+        raise TypeError(
+            f"{who}: needs a linear operator; {getattr(operator, 'name', type(operator).__name__)!r} is nonlinear "
+            f"(use {alternative}, which differentiates any operator)"
+        )
+    if operator.noise.name != "gaussian":
+        raise TypeError(f"{who}: needs Gaussian observation noise, got {operator.noise.name!r}")
+    return float(operator.noise.std)
+
+
 def gaussian_std(operator: Any, solver_name: str) -> float:
     """The operator's Gaussian noise std, raising a clear error for other or zero noise."""
     std = getattr(operator.noise, "std", None)

@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, linear_gaussian_std, stack_batch, unstack_batch
 from invgen.solvers.ddrm import spectral_setup
 from invgen.solvers.mcgdiff import evidence_correction, log_normal
 from invgen.solvers.smc import (
@@ -85,15 +85,7 @@ from invgen.solvers.smc import (
 
 def _check_problem(operator: Any) -> float:
     """Raise unless ``operator`` is linear with Gaussian noise; return the noise std (may be 0 with an SVD)."""
-    if not getattr(operator, "linear", False):
-        raise TypeError(
-            f"fps: needs a linear operator; {getattr(operator, 'name', type(operator).__name__)!r} is nonlinear "
-            "(use tds, which differentiates any operator)"
-        )
-    noise = operator.noise
-    if noise.name != "gaussian":
-        raise TypeError(f"fps: needs Gaussian observation noise, got {noise.name!r}")
-    std = float(noise.std)
+    std = linear_gaussian_std(operator, "fps", "tds")
     if std <= 0 and not getattr(operator, "has_svd", False):
         raise TypeError(
             f"fps: noiseless data need an operator with an SVD; {operator.name!r} has none (give it noise std > 0)"

@@ -89,7 +89,7 @@ from torch import Tensor
 
 from invgen.checks import check_tensor
 from invgen.errors import RangeError
-from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
+from invgen.solvers.base import check_steps, check_unit, linear_gaussian_std, stack_batch, unstack_batch
 from invgen.solvers.ddim import ddim_step
 from invgen.solvers.ddpm import schedule, start
 
@@ -98,15 +98,7 @@ LINEAR_SOLVERS = ("cg", "gmres")
 
 def _check_problem(operator: Any) -> float:
     """Raise unless ``operator`` is linear with Gaussian noise; return the noise std (may be 0)."""
-    if not getattr(operator, "linear", False):
-        raise TypeError(
-            f"mmps: needs a linear operator; {getattr(operator, 'name', type(operator).__name__)!r} is nonlinear "
-            "(use dps, which differentiates any operator)"
-        )
-    noise = operator.noise
-    if noise.name != "gaussian":
-        raise TypeError(f"mmps: needs Gaussian observation noise, got {noise.name!r}")
-    return float(noise.std)
+    return linear_gaussian_std(operator, "mmps", "dps")
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
