@@ -39,6 +39,15 @@ SETTINGS: dict[str, tuple[str, dict, object]] = {
     "pnp_dm": ("pnp_dm", {}, "all"),
     "red_diff": ("red_diff", {}, "all"),
     "repaint": ("repaint", {}, ("identity", "inpaint", "hard-inpaint")),
+    # sequential Monte Carlo, K = 16 particles (MCGdiff's default is 64), 100 geometric levels, N independent
+    # populations; hard-sr4 left out (16000 particles at d = 256: about 20 minutes a cell here)
+    "tds": ("tds", {}, ("identity", "inpaint", "superres", "colorize", "sensing", "hard-inpaint", "hard-sensing")),
+    "mcgdiff": (
+        "mcgdiff",
+        {"particles": 16},
+        ("identity", "inpaint", "superres", "colorize", "sensing", "hard-inpaint", "hard-sensing"),
+    ),
+    "fps": ("fps", {}, ("identity", "inpaint", "superres", "colorize", "sensing")),
 }
 LABELS = {
     "mala": "MALA (600 steps, adaptive)",
@@ -55,6 +64,9 @@ LABELS = {
     "pnp_dm": "PnP-DM (defaults)",
     "red_diff": "RED-diff (defaults)",
     "repaint": "RePaint (defaults)",
+    "tds": "TDS (K = 16, 100 levels)",
+    "mcgdiff": "MCGdiff (K = 16, 100 levels)",
+    "fps": "FPS (K = 16, 100 levels)",
     "azula_mmps": "peer: azula 0.11.1 MMPS (its defaults: 64 DDPM steps, GMRES 1)",
 }
 
