@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -136,17 +137,20 @@ def test_fast_hard_cell(label, capsys):
     assert r.weight_multiple == pytest.approx(we_gold, rel=RTOL, abs=WEIGHT_ATOL)
 
 
+@functools.cache
+def _table() -> dict:
+    return json.loads(TABLE.read_text())["cells"] if TABLE.exists() else {}
+
+
 def _published() -> list[str]:
-    if not TABLE.exists():
-        return []
-    cells = json.loads(TABLE.read_text())["cells"].items()
+    cells = _table().items()
     return sorted(k for k, v in cells if "error" not in v and not v.get("peer"))  # peers: benchmarks/exactness_peers.py
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", _published())
 def test_published_table_cell(key):
-    cell = json.loads(TABLE.read_text())["cells"][key]
+    cell = _table()[key]
     name = key.split("|")[1]
     assert name in EASY or name in HARD
     r = evaluate(cell["solver"], name, **cell["options"])

@@ -89,7 +89,7 @@ from invgen.checks import check_tensor
 from invgen.errors import RangeError
 from invgen.solvers.base import check_unit, likelihood_grad, stack_batch, unstack_batch
 from invgen.solvers.ddim import ddim_step
-from invgen.solvers.langevin import _effective_variance, _operator_norm2
+from invgen.solvers.langevin import effective_variance, operator_norm2
 
 # preset: (annealing_steps, ode_steps)
 PRESETS = {"default": (200, 5), "1k": (250, 4), "4k": (400, 10)}
@@ -218,8 +218,8 @@ def daps(
     # the step cap's data curvature bound ||A||^2 / var (||J||^2 at mid-grey for a nonlinear operator)
     data_curvature = 0.0
     if step_cap:
-        var = tau**2 if tau is not None else _effective_variance(operator, y)
-        data_curvature = _operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, **kw)) / var
+        var = tau**2 if tau is not None else effective_variance(operator, y)
+        data_curvature = operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, **kw)) / var
 
     x = 0.5 + sigma_max * torch.randn(shape, generator=generator, **kw)
     for i, (sig, nxt) in enumerate(itertools.pairwise(levels)):

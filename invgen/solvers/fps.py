@@ -65,17 +65,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, linear_gaussian_std, stack_batch, unstack_batch
+from invgen.solvers.base import linear_gaussian_std, stack_batch, unstack_batch
 from invgen.solvers.ddrm import spectral_setup
 from invgen.solvers.mcgdiff import evidence_correction, log_normal
 from invgen.solvers.smc import (
     F64,
     Weights,
-    check_chunk,
-    check_particles,
-    check_populations,
-    check_threshold,
+    check_options,
     chunked,
     gather,
     kernel,
@@ -136,14 +132,9 @@ def fps(
     Shape:
         y: ``(B, ...)`` as the operator produces it.
     """
-    check_steps(steps, "fps")
-    k = check_particles(particles, "fps")
-    threshold = check_threshold(ess_threshold, "fps")
-    n_pop = check_populations(populations, n_samples, "fps")
-    chunk = check_chunk(chunk, "fps")
+    k, threshold, n_pop, chunk = check_options(steps, particles, ess_threshold, populations, n_samples, chunk, y, "fps")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
         raise ValueError(f"fps: cg_iters must be an integer >= 1, got {cg_iters!r}")
-    check_tensor(y, "y")
     sigma_y = _check_problem(operator)
     sig = levels(prior, steps, spacing, "fps")
     run = _fps_svd if getattr(operator, "has_svd", False) else _fps_cg

@@ -74,7 +74,8 @@ def _check_noise(operator: Any, who: str) -> None:
         )
 
 
-def _effective_variance(operator: Any, y: Tensor) -> float:
+def effective_variance(operator: Any, y: Tensor) -> float:
+    """The variance of the data term: Gaussian ``std^2``, Poisson ``mean(|y|) / rate`` (floored at 0.01 / rate)."""
     noise = operator.noise
     if noise.name == "gaussian":
         return float(noise.std) ** 2
@@ -84,7 +85,7 @@ def _effective_variance(operator: Any, y: Tensor) -> float:
     raise TypeError(f"no default step size for {noise.name!r} noise; pass step_size=...")
 
 
-def _operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
+def operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
     """``||A||^2`` (or ``||J||^2`` of a nonlinear operator at ``x``) by power iteration, with a 2% margin."""
     gen = torch.Generator(device=x.device).manual_seed(1234)
     v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
@@ -115,7 +116,7 @@ def _operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
 
 def default_step_size(operator: Any, y: Tensor, x: Tensor, fraction: float) -> float:
     """``fraction * s^2 / ||A||^2``: a fraction of the inverse curvature of the log-likelihood (module docstring)."""
-    return fraction * _effective_variance(operator, y) / _operator_norm2(operator, x)
+    return fraction * effective_variance(operator, y) / operator_norm2(operator, x)
 
 
 def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: torch.Generator, who: str) -> Tensor:
@@ -394,7 +395,7 @@ def annealed_langevin(
     # ||A||^2 of the step cap's curvature bound (at mid-grey, docstring); None: the paper's steps
     norm2 = None
     if step_cap:
-        norm2 = _operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device))
+        norm2 = operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device))
     for s, k in plan:
         a = float(eps) * s**2 / levels[-1] ** 2
         var = var_y + s**2

@@ -75,16 +75,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, unstack_batch
+from invgen.solvers.base import unstack_batch
 from invgen.solvers.ddrm import check_svd_problem, spectral_setup
 from invgen.solvers.smc import (
     F64,
     Weights,
-    check_chunk,
-    check_particles,
-    check_populations,
-    check_threshold,
+    check_options,
     chunked,
     gather,
     kernel,
@@ -197,12 +193,9 @@ def mcgdiff(
     Shape:
         y: ``(B, ...)`` as the operator produces it.
     """
-    check_steps(steps, "mcgdiff")
-    k = check_particles(particles, "mcgdiff")
-    threshold = check_threshold(ess_threshold, "mcgdiff")
-    n_pop = check_populations(populations, n_samples, "mcgdiff")
-    chunk = check_chunk(chunk, "mcgdiff")
-    check_tensor(y, "y")
+    k, threshold, n_pop, chunk = check_options(
+        steps, particles, ess_threshold, populations, n_samples, chunk, y, "mcgdiff"
+    )
     sigma_y = check_svd_problem(operator, "mcgdiff")
     sig = levels(prior, steps, spacing, "mcgdiff")
     b = y.shape[0]

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from invgen.checks import check_tensor
 from invgen.errors import RangeError
+from invgen.solvers.base import check_steps
 from invgen.solvers.schedules import prior_sigmas
 
 F64 = torch.float64
@@ -73,6 +75,20 @@ def check_populations(populations: Any, n_samples: int, who: str) -> int:
             f"{n_samples}], got {populations!r}"
         )
     return populations
+
+
+def check_options(
+    steps: Any, particles: Any, ess_threshold: Any, populations: Any, n_samples: int, chunk: Any, y: Any, who: str
+) -> tuple[int, float, int, int | None]:
+    """The options every SMC sampler shares, checked (errors name ``who``): returns ``(K, threshold, populations,
+    chunk)``."""
+    check_steps(steps, who)
+    k = check_particles(particles, who)
+    threshold = check_threshold(ess_threshold, who)
+    n_pop = check_populations(populations, n_samples, who)
+    chunk = check_chunk(chunk, who)
+    check_tensor(y, "y")
+    return k, threshold, n_pop, chunk
 
 
 def levels(prior: Any, steps: int, spacing: str, who: str) -> list[float]:

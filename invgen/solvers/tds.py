@@ -74,17 +74,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.checks import check_tensor
 from invgen.errors import RangeError
-from invgen.solvers.base import check_steps, stack_batch, unstack_batch
+from invgen.solvers.base import stack_batch, unstack_batch
 from invgen.solvers.ddpm import start
 from invgen.solvers.smc import (
     F64,
     Weights,
-    check_chunk,
-    check_particles,
-    check_populations,
-    check_threshold,
+    check_options,
     chunked,
     gather,
     kernel,
@@ -156,12 +152,7 @@ def tds(
     Shape:
         y: ``(B, ...)`` as the operator produces it.
     """
-    check_steps(steps, "tds")
-    k = check_particles(particles, "tds")
-    threshold = check_threshold(ess_threshold, "tds")
-    n_pop = check_populations(populations, n_samples, "tds")
-    chunk = check_chunk(chunk, "tds")
-    check_tensor(y, "y")
+    k, threshold, n_pop, chunk = check_options(steps, particles, ess_threshold, populations, n_samples, chunk, y, "tds")
     noise = operator.noise
     if noise.name == "gaussian" and float(noise.std) <= 0:
         raise RangeError(
