@@ -67,7 +67,7 @@ from torch import Tensor
 
 from invgen.solvers.base import linear_gaussian_std, stack_batch, unstack_batch
 from invgen.solvers.ddrm import spectral_setup
-from invgen.solvers.mcgdiff import evidence_correction, log_normal
+from invgen.solvers.mcgdiff import evidence_correction
 from invgen.solvers.smc import (
     F64,
     Weights,
@@ -76,6 +76,7 @@ from invgen.solvers.smc import (
     gather,
     kernel,
     levels,
+    log_normal,
 )
 
 

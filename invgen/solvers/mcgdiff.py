@@ -85,6 +85,7 @@ from invgen.solvers.smc import (
     gather,
     kernel,
     levels,
+    log_normal,
 )
 
 
@@ -144,12 +145,6 @@ def condition(
         assert prev is not None
         log_inc = log_inc - log_normal(torch.where(active, ybar - z, 0.0), prev**2 - nu_a**2, active)
     return z_new, log_inc
-
-
-def log_normal(r: Tensor, var: Tensor, mask: Tensor) -> Tensor:
-    """``sum_j log N(r_j; 0, var_j)`` over the masked coordinates of each item, float64. Shape: -> ``(M,)``."""
-    r, var = r.to(F64), torch.where(mask, var, 1.0).to(F64)
-    return _per_item(torch.where(mask, -0.5 * (r * r / var + torch.log(2 * math.pi * var)), 0.0))
 
 
 def mcgdiff(

@@ -264,14 +264,8 @@ class Weights:
         }
 
 
-def log_normal(x: Tensor, mean: Tensor | float, var: Tensor | float) -> Tensor:
-    """``log N(x; mean, var)`` of independent coordinates, summed over all but the first dimension, in float64.
-
-    Shape: ``x`` ``(M, ...)``, ``mean`` and ``var`` broadcastable to it -> ``(M,)``.
-    """
-    x = x.to(F64)
-    mean_t = torch.as_tensor(mean, device=x.device).to(F64)
-    var_t = torch.as_tensor(var, device=x.device).to(F64)
-    r = x - mean_t
-    out = -0.5 * (r * r / var_t + torch.log(2 * math.pi * var_t))
-    return out.expand_as(r).reshape(x.shape[0], -1).sum(1)
+def log_normal(r: Tensor, var: Tensor, mask: Tensor) -> Tensor:
+    """``sum_j log N(r_j; 0, var_j)`` over the masked coordinates of each item, float64. Shape: -> ``(M,)``."""
+    r, var = r.to(F64), torch.where(mask, var, 1.0).to(F64)
+    out = torch.where(mask, -0.5 * (r * r / var + torch.log(2 * math.pi * var)), 0.0)
+    return out.reshape(out.shape[0], -1).sum(1)
