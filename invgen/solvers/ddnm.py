@@ -42,25 +42,8 @@ from torch import Tensor
 from invgen.checks import check_tensor
 from invgen.solvers.base import check_steps, check_unit, unstack_batch
 from invgen.solvers.ddrm import check_svd_problem, spectral_setup
+from invgen.solvers.repaint import jump_schedule  # RePaint's time-travel schedule (also re-exported here)
 from invgen.solvers.schedules import prior_sigmas
-
-
-def jump_schedule(steps: int, travel_length: int, travel_repeat: int) -> list[int]:
-    """RePaint's time-travel schedule: level indices from ``steps - 1`` (noisiest) to ``-1`` (clean).
-
-    Each move between neighbours is one level; going up is a forward re-noising, going down a denoising step.
-    """
-    jumps = {j: travel_repeat - 1 for j in range(0, steps - travel_length, travel_length)}
-    t, ts = steps, []
-    while t >= 1:
-        t -= 1
-        ts.append(t)
-        if jumps.get(t, 0) > 0:
-            jumps[t] -= 1
-            for _ in range(travel_length):
-                t += 1
-                ts.append(t)
-    return [*ts, -1]
 
 
 def ddnm(
