@@ -29,14 +29,23 @@ What the numbers say (GOLDEN and the slow K-tables):
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
-from oracle import CASES, DenseOperator, N, gen, noise_floor, problem, sliced_wasserstein, weight_error
+from oracle import (
+    CASES,
+    DenseOperator,
+    N,
+    exact_log_evidence,
+    floors,
+    gen,
+    nn_median,
+    problem,
+    sliced_wasserstein,
+    weight_error,
+)
 from oracle import gaussian as _noise
-from torch.distributions import MultivariateNormal
 
 import invgen
 from invgen.errors import RangeError
@@ -58,40 +67,6 @@ def _one_thread():
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def exact_log_evidence(pb) -> float:
-    """``log p(y) = logsumexp_k [log pi_k + log N(y; A mu_k, A Sigma_k A^T + s^2 I)]`` from the dense operator."""
-    prior, op = pb.prior, pb.op
-    a = op.to_matrix((1, *prior.image_shape))
-    std = float(op.noise.std)
-    yf = pb.y.reshape(-1).to(F64)
-    eye = torch.eye(a.shape[0], dtype=F64)
-    terms = [
-        torch.log(prior.weights[k])
-        + MultivariateNormal(a @ prior.means[k], a @ prior.covs[k] @ a.T + std**2 * eye).log_prob(yf)
-        for k in range(prior.k)
-    ]
-    return float(torch.logsumexp(torch.stack(terms), 0))
-
-
-def nn_median(x: torch.Tensor) -> float:
-    """Median distance of each sample to its nearest other sample."""
-    x = x.reshape(x.shape[0], -1).to(F64)
-    d = torch.cdist(x, x)
-    d.fill_diagonal_(math.inf)
-    return float(d.min(1).values.median())
-
-
-@functools.cache
-def floors(name: str, n: int) -> tuple[float, float]:
-    """SW and weight-error floor maxima for ``n`` samples (20 pairs of exact sets)."""
-    pb = problem(name)
-    if n == N:
-        return float(pb.sw_floor.max()), float(pb.we_floor.max())
-    sw = noise_floor(lambda m, g: pb.post.sample(m, g)[:, 0], n, pb.dirs)
-    we = max(weight_error(pb.post.sample(n, gen(300 + i))[:, 0], *pb.mix()) for i in range(20))
-    return float(sw.max()), float(we)
-
-
 def measure(solver: str, name: str, n: int = N, seed: int = 1, **options) -> dict[str, float]:
     """Run a solver through ``invgen.solve`` on an oracle problem and measure its ``n`` samples."""
     pb = problem(name)

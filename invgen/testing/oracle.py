@@ -311,6 +311,44 @@ def problem(name: str) -> Problem:
     return Problem(name, prior, op, y, post, exact, dirs, sw_floor, we_floor)
 
 
+def exact_log_evidence(pb: Problem) -> float:
+    """The exact ``log p(y)`` of a problem: ``logsumexp_k [log pi_k + log N(y; A mu_k, A Sigma_k A^T + s^2 I)]``,
+    from the operator's dense matrix (independent of the prior's posterior code)."""
+    from torch.distributions import MultivariateNormal
+
+    prior, op = pb.prior, pb.op
+    a = op.to_matrix((1, *prior.image_shape)).to(F64)
+    std = float(op.noise.std)
+    yf = pb.y.reshape(-1).to(F64)
+    eye = torch.eye(a.shape[0], dtype=F64)
+    terms = [
+        torch.log(prior.weights[k])
+        + MultivariateNormal(a @ prior.means[k], a @ prior.covs[k] @ a.T + std**2 * eye).log_prob(yf)
+        for k in range(prior.k)
+    ]
+    return float(torch.logsumexp(torch.stack(terms), 0))
+
+
+def nn_median(x: Tensor) -> float:
+    """Median over ``(N, ...)`` samples of the distance of each to its nearest other sample: a set of near-duplicates
+    (collapsed particles) has a value far below an exact set's of the same size."""
+    x = x.reshape(x.shape[0], -1).to(F64)
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(math.inf)
+    return float(d.min(1).values.median())
+
+
+@functools.cache
+def floors(name: str, n: int) -> tuple[float, float]:
+    """(SW, weight-error) floor maxima of a problem for ``n`` samples (20 pairs of exact sets; cached)."""
+    pb = problem(name)
+    if n == N:
+        return float(pb.sw_floor.max()), float(pb.we_floor.max())
+    sw = noise_floor(lambda m, g: pb.post.sample(m, g)[:, 0], n, pb.dirs)
+    we = max(weight_error(pb.post.sample(n, gen(300 + i))[:, 0], *pb.mix()) for i in range(PAIRS))
+    return float(sw.max()), float(we)
+
+
 @dataclass
 class Result:
     """One solver on one problem: the statistics, their multiples of the floors, NFE and seconds."""
@@ -362,7 +400,10 @@ __all__ = [
     "Result",
     "directions",
     "evaluate",
+    "exact_log_evidence",
+    "floors",
     "mixture_responsibilities",
+    "nn_median",
     "noise_floor",
     "overlapping_mixture",
     "problem",
