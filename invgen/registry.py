@@ -26,6 +26,7 @@ from typing import Any
 
 import pluggy
 
+from invgen.capabilities import CAPABILITIES, LOG_PROB_KINDS, unknown_names
 from invgen.errors import PluginError, UnknownNameError
 
 PROJECT = "invgen"
@@ -44,9 +45,13 @@ class HookSpecs:
         """Register priors: ``register(name, factory, capabilities=(...), description=..., image_shape=...)``.
 
         ``factory(**kwargs)`` builds the prior (loading weights only then). ``capabilities`` lists what the prior
-        offers among ``denoiser``, ``score``, ``log_density`` and ``generator``, so listing needs no loading.
-        Optional ``image_shape=(C, H, W)`` (None: any size) and ``datasets=(...)`` (registered dataset names the
-        prior models) let benchmark suites match priors to datasets (``priors: auto``) without loading them.
+        offers among ``denoiser``, ``score``, ``log_density`` and ``generator``, so listing needs no loading; a name
+        outside that list is refused (:class:`~invgen.errors.PluginError`), and so is a ``log_prob_kind`` other than
+        ``exact``, ``bound`` or ``unnormalized``. Optional ``image_shape=(C, H, W)`` (None: any size) and
+        ``datasets=(...)`` (registered dataset names the prior models) let benchmark suites match priors to datasets
+        (``priors: auto``) without loading them. Optional ``examples=[{...}, ...]`` are factory options that build
+        small instances, which ``invgen check-prior`` (:func:`invgen.testing.check_prior`) checks; a prior whose
+        factory needs options should give them.
         """
 
     @hookspec
@@ -209,6 +214,8 @@ def _registry(kind: str) -> dict[str, Entry]:
                     raise PluginError(f"plugin {_p!r}: a {kind[:-1]} name must be a non-empty string, got {name!r}")
                 if not callable(factory):
                     raise PluginError(f"plugin {_p!r}: the factory of {kind[:-1]} {name!r} is not callable")
+                if kind in ("priors", "solvers"):
+                    _check_capability_meta(kind, name, _p, meta)
                 if name in entries:
                     other = entries[name]
                     warnings.warn(
@@ -238,6 +245,24 @@ def _registry(kind: str) -> dict[str, Entry]:
             _cache.clear()
         _cache[key] = (entries, failures)
         return entries
+
+
+def _check_capability_meta(kind: str, name: str, plugin: str, meta: dict[str, Any]) -> None:
+    """Refuse capability names (a prior's ``capabilities``, a solver's ``needs``) and a ``log_prob_kind`` that
+    invgen does not know: a typo would otherwise make a prior invisible to the solvers that could use it."""
+    key = "capabilities" if kind == "priors" else "needs"
+    what = f"plugin {plugin!r}: {kind[:-1]} {name!r}"
+    names = meta.get(key, ())
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise PluginError(f"{what}: {key} must be a tuple of capability names, got {names!r} (e.g. {key}=('score',))")
+    problem = unknown_names(names, CAPABILITIES)
+    if problem:
+        raise PluginError(f"{what} declares {problem}")
+    kind_of_log_prob = meta.get("log_prob_kind")
+    if kind == "priors" and kind_of_log_prob is not None and kind_of_log_prob not in LOG_PROB_KINDS:
+        raise PluginError(
+            f"{what}: {unknown_names((kind_of_log_prob,), LOG_PROB_KINDS, 'log_prob_kind', 'log_prob_kinds')}"
+        )
 
 
 def entries(kind: str) -> dict[str, Entry]:

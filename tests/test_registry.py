@@ -121,6 +121,41 @@ def test_plugin_whose_hook_raises_is_reported_and_skipped(fresh_registry):
     assert failures and "boom in hook" in failures[0].error and failures[0].stage == "register_priors"
 
 
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"capabilities": ("denoisr", "score")}, "declares unknown capability 'denoisr' (did you mean 'denoiser'?)"),
+        ({"capabilities": "score"}, "capabilities must be a tuple of capability names, got 'score'"),
+        ({"capabilities": ("score",), "log_prob_kind": "exakt"}, "known log_prob_kinds: exact, bound, unnormalized"),
+    ],
+)
+def test_registration_refuses_unknown_capability_names(fresh_registry, meta, expected):
+    class Misspelled:
+        @invgen.hookimpl
+        def register_priors(self, register):
+            register("misspelled-prior", invgen.Prior, **meta)
+
+    invgen.plugin_manager().register(Misspelled(), name="misspelled")
+    with pytest.warns(RuntimeWarning, match="'misspelled'.*raised in register_priors.*PluginError"):
+        names = invgen.list_priors()
+    assert "misspelled-prior" not in names and "gmm" in names
+    (failure,) = [f for f in registry.plugin_failures() if f.plugin == "misspelled"]
+    assert "plugin 'misspelled': prior 'misspelled-prior'" in failure.error and expected in failure.error
+    if "denoisr" in expected:
+        assert "known capabilities: denoiser, score, log_density, generator" in failure.error
+
+
+def test_registration_refuses_unknown_solver_needs(fresh_registry):
+    class Needs:
+        @invgen.hookimpl
+        def register_solvers(self, register):
+            register("needs-typo", lambda **o: None, needs=("scores",))
+
+    invgen.plugin_manager().register(Needs(), name="needs")
+    with pytest.warns(RuntimeWarning, match=r"solver 'needs-typo' declares unknown capability 'scores'"):
+        assert "needs-typo" not in invgen.list_solvers()
+
+
 def _fake_distribution(tmp_path: Path, module_source: str, dist: str = "broken_plugin") -> Path:
     site = tmp_path / "site"
     info = site / f"{dist}-0.1.dist-info"

@@ -22,9 +22,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from invgen.capabilities import CAPABILITIES, unknown_names
 from invgen.errors import MissingCapabilityError
-
-CAPABILITIES = ("denoiser", "score", "log_density", "generator")
 
 
 class Prior(torch.nn.Module):
@@ -104,7 +103,9 @@ def capabilities_of(prior: object) -> frozenset[str]:
     caps = getattr(prior, "capabilities", None)
     if caps is None:
         raise TypeError(f"expected an invgen prior (with a 'capabilities' attribute), got {type(prior).__name__}")
-    unknown = set(caps) - set(CAPABILITIES)
-    if unknown:
-        raise TypeError(f"prior declares unknown capabilities {sorted(unknown)}; known: {CAPABILITIES}")
+    if isinstance(caps, str):
+        raise TypeError(f"a prior's capabilities must be a set of names, got the string {caps!r}")
+    problem = unknown_names(caps, CAPABILITIES)
+    if problem:
+        raise TypeError(f"prior {getattr(prior, 'name', type(prior).__name__)!r} declares {problem}")
     return frozenset(caps)

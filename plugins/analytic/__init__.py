@@ -88,12 +88,14 @@ def make_gmm(
 
 @invgen.hookimpl
 def register_priors(register: Callable[..., None]) -> None:
-    """Register ``gaussian`` and ``gmm``."""
+    """Register ``gaussian`` and ``gmm``; their ``examples`` (seeded demo priors) are what ``invgen check-prior``
+    builds, since neither factory has a default shape."""
     register(
         "gaussian",
         make_gaussian,
         capabilities=("denoiser", "score", "log_density", "generator"),
         log_prob_kind="exact",
+        examples=({"image_shape": (1, 8, 8)}, {"image_shape": (3, 4, 4)}),
         description="analytic Gaussian N(mu, Sigma): closed-form denoiser, score, log-density, x = mu + L z; "
         "exact posteriors for linear Gaussian problems",
     )
@@ -102,6 +104,7 @@ def register_priors(register: Callable[..., None]) -> None:
         make_gmm,
         capabilities=("denoiser", "score", "log_density"),
         log_prob_kind="exact",
+        examples=({"image_shape": (1, 8, 8)}, {"image_shape": (3, 4, 4)}),
         description="analytic Gaussian mixture: closed-form denoiser, score and log-density; exact posteriors for "
         "linear Gaussian problems",
     )
