@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -11,10 +11,10 @@ from torch import Tensor
 
 from invgen import registry
 from invgen.checks import check_tensor
-from invgen.errors import ShapeError
+from invgen.errors import DivergenceError, NonFiniteError, ShapeError
 from invgen.operators.base import Operator
 from invgen.priors.base import capabilities_of
-from invgen.solvers.base import Solver
+from invgen.solvers.base import Solver, divergence_advice
 
 
 def operator(name: str, **kwargs: Any) -> Operator:
@@ -84,12 +84,21 @@ def compatible_solvers(prior_or_name: Any) -> list[str]:
 class Posterior:
     """Posterior samples of one solve.
 
+    Samples far off the data are flagged, not averaged: :func:`solve` computes the residual ``||A(x_n) - y||`` of
+    each of the N samples of an item and flags a sample whose residual is more than ``FLAG_RATIO`` (10) times the
+    median of its siblings' and above the noise floor (``5 sigma sqrt(m)``, m the size of one observation, sigma the
+    Gaussian noise std or Poisson's effective one, at least 0.01), or that is not finite. ``mean`` and ``std``
+    leave flagged samples out; ``samples`` keeps them all, so nothing is hidden.
+
     Attributes:
-        samples: ``(N, B, C, H, W)``, N samples for each of the B observations.
+        samples: ``(N, B, C, H, W)``, N samples for each of the B observations (flagged ones included).
         nfe: number of prior evaluations (network calls, each batched over samples and items).
         seconds: wall-clock time of the solver.
         solver: the solver's config (name and options).
         extras: solver-specific figures (e.g. ``acceptance_rate``).
+        flagged: ``(N, B)`` booleans, True for a sample left out of ``mean`` and ``std``; None (the default for a
+            Posterior built by hand) or all False: every sample counts.
+        warnings: one human-readable line per flagged sample (item, sample, residual against its siblings').
     """
 
     samples: Tensor
@@ -97,22 +106,114 @@ class Posterior:
     seconds: float
     solver: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    flagged: Tensor | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def _kept(self) -> Tensor | None:
+        """``(N, B, 1, 1, 1)`` booleans of the samples that count, or None when all do."""
+        if self.flagged is None or not bool(self.flagged.any()):
+            return None
+        keep = ~self.flagged.to(device=self.samples.device, dtype=torch.bool)
+        return keep.reshape(*keep.shape, *([1] * (self.samples.dim() - 2)))
 
     @property
     def mean(self) -> Tensor:
-        """Posterior mean estimate, ``(B, C, H, W)``."""
-        return self.samples.mean(dim=0)
+        """Posterior mean estimate over the samples that are not flagged, ``(B, C, H, W)`` (NaN for an item whose
+        samples are all flagged)."""
+        keep = self._kept()
+        if keep is None:
+            return self.samples.mean(dim=0)
+        count = keep.sum(dim=0).to(self.samples.dtype)
+        total = torch.where(keep, self.samples, torch.zeros_like(self.samples)).sum(dim=0)
+        return total / count  # 0 / 0 = NaN where no sample is kept: never a silent average
 
     @property
     def std(self) -> Tensor:
-        """Per-pixel posterior standard deviation (unbiased; zeros for a single sample), ``(B, C, H, W)``."""
-        if self.samples.shape[0] < 2:
-            return torch.zeros_like(self.samples[0])
-        return self.samples.std(dim=0, correction=1)
+        """Per-pixel posterior standard deviation (unbiased) over the samples that are not flagged, ``(B, C, H, W)``;
+        zeros for an item with a single kept sample (and NaN for one with none)."""
+        keep = self._kept()
+        if keep is None:
+            if self.samples.shape[0] < 2:
+                return torch.zeros_like(self.samples[0])
+            return self.samples.std(dim=0, correction=1)
+        count = keep.sum(dim=0).to(self.samples.dtype)
+        mean = self.mean
+        dev = torch.where(keep, self.samples - mean, torch.zeros_like(self.samples))
+        var = dev.pow(2).sum(dim=0) / (count - 1).clamp_min(1)
+        return torch.where(count > 0, var.sqrt(), torch.full_like(var, float("nan")))
 
     @property
     def n_samples(self) -> int:
         return int(self.samples.shape[0])
+
+    def clamped(self, low: float = 0.0, high: float = 1.0) -> Posterior:
+        """A copy whose samples are clamped to ``[low, high]``, with the same flags: what to score with the
+        metrics, which refuse images outside [0, 1] (``post.clamped().mean`` is the mean of the clamped kept samples).
+        """
+        return replace(self, samples=self.samples.clamp(low, high))
+
+
+# A sample is flagged when its residual ||A(x) - y|| exceeds FLAG_RATIO times the median of its siblings' and the
+# noise floor FLAG_NOISE_MULTIPLE * sigma * sqrt(m) (sigma at least FLAG_MIN_SIGMA, so noiseless problems too).
+FLAG_RATIO = 10.0
+FLAG_NOISE_MULTIPLE = 5.0
+FLAG_MIN_SIGMA = 0.01 / FLAG_NOISE_MULTIPLE
+
+
+def _noise_sigma(operator: Operator, y: Tensor) -> Tensor:
+    """Per item, the standard deviation of one entry of the observation noise, ``(B,)``: the Gaussian std, or for
+    Poisson noise ``sqrt(mean(|y|) / rate)``; 0 for a noise model it does not know."""
+    noise = operator.noise
+    b = y.shape[0]
+    if getattr(noise, "name", None) == "gaussian":
+        return torch.full((b,), float(noise.std), dtype=torch.float64)
+    rate = getattr(noise, "rate", None)
+    if rate is not None:
+        return (y.detach().abs().reshape(b, -1).mean(1).double().cpu() / float(rate)).sqrt()
+    return torch.zeros(b, dtype=torch.float64)
+
+
+def flag_samples(samples: Tensor, operator: Operator, y: Tensor) -> tuple[Tensor, list[str]]:
+    """Flag the samples far off the data (see :class:`Posterior`): ``(flagged (N, B) bool, warnings)``.
+
+    The residual of sample n of item b is ``r[n, b] = ||A(x_n) - y_b||``; it is flagged when it is not finite, or when
+    ``r[n, b] > FLAG_RATIO * median_{k != n} r[k, b]`` and ``r[n, b] > FLAG_NOISE_MULTIPLE * max(sigma,
+    FLAG_MIN_SIGMA) * sqrt(m)``. A single sample (N = 1) has no siblings: only a non-finite one is flagged.
+
+    Args:
+        samples: ``(N, B, C, H, W)`` posterior samples.
+        operator: the forward operator (with its noise model).
+        y: the observations, ``(B, ...)``.
+
+    Returns:
+        The flags on ``samples``' device, and one line per flagged sample.
+    """
+    n, b = samples.shape[:2]
+    with torch.no_grad():
+        ax = operator(samples.reshape(n * b, *samples.shape[2:]))
+        diff = ax.reshape(n, b, -1) - y.to(ax.dtype).reshape(1, b, -1)
+        r = diff.double().norm(dim=2).cpu()  # (N, B)
+    m = diff.shape[2]
+    floor = FLAG_NOISE_MULTIPLE * _noise_sigma(operator, y).clamp_min(FLAG_MIN_SIGMA) * m**0.5  # (B,)
+    finite = torch.isfinite(r)
+    flagged = ~finite
+    reference = torch.full_like(r, float("nan"))
+    if n > 1:
+        big = torch.where(finite, r, torch.full_like(r, float("inf")))  # a non-finite sibling counts as far off
+        for k in range(n):
+            reference[k] = torch.cat([big[:k], big[k + 1 :]]).median(dim=0).values
+        flagged |= finite & (r > FLAG_RATIO * reference) & (r > floor)
+    warnings = []
+    for k, j in flagged.nonzero().tolist():
+        if not finite[k, j]:
+            why = "is not finite"
+        else:
+            why = (
+                f"has residual ||A(x) - y|| = {float(r[k, j]):.4g}, {float(r[k, j] / reference[k, j]):.3g} times the "
+                f"median of its {n - 1} siblings ({float(reference[k, j]):.4g}; noise floor {float(floor[j]):.4g})"
+            )
+        warnings.append(f"item {j}, sample {k} {why}: flagged and left out of the posterior mean and std")
+    return flagged.to(samples.device), warnings
 
 
 class _CountingPrior:
@@ -167,7 +268,12 @@ def solve(
         **solver_options: options of the solver (only with a solver name).
 
     Returns:
-        A :class:`Posterior` with ``samples`` of shape ``(N, B, C, H, W)``.
+        A :class:`Posterior` with ``samples`` of shape ``(N, B, C, H, W)``; samples far off the data are flagged
+        (``post.flagged``, ``post.warnings``) and left out of ``post.mean`` and ``post.std``.
+
+    Raises:
+        DivergenceError: if the solver's state became NaN/Inf or exploded, or a returned sample is not finite; the
+            message names the solver and the option to change (step size, guidance scale or steps).
     """
     if not isinstance(operator, Operator):
         raise TypeError(f"operator: expected an invgen operator (invgen.operator(...)), got {type(operator).__name__}")
@@ -206,10 +312,17 @@ def solve(
     t0 = time.perf_counter()
     # No autograd graph outside the blocks that ask for one (torch.enable_grad in DPS, PiGDM, the likelihood
     # gradient...): without this, a network prior's activations of every step stay alive until the end.
-    with torch.no_grad():
-        samples, extras = solver(
-            counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples, generator=generator
-        )
+    try:
+        with torch.no_grad():
+            samples, extras = solver(
+                counted if counted is not None else _NoPrior(), operator, y, n_samples=n_samples, generator=generator
+            )
+    except NonFiniteError as err:  # y was checked above: NaN/Inf met inside the solver's loop is a divergence
+        raise DivergenceError(
+            f"solver {solver.name!r} stopped on non-finite values ({err}); its state diverged: "
+            f"{divergence_advice(solver.name)}",
+            solver=solver.name,
+        ) from err
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     seconds = time.perf_counter() - t0
@@ -218,7 +331,19 @@ def solve(
             f"solver {solver.name!r} returned shape {tuple(samples.shape)}, expected "
             f"({n_samples}, {y.shape[0]}, C, H, W)"
         )
-    return Posterior(samples.detach(), counted.nfe if counted is not None else 0, seconds, solver.config(), extras)
+    samples = samples.detach()
+    bad = ~torch.isfinite(samples)
+    if bool(bad.any()):
+        per_sample = bad.reshape(n_samples, y.shape[0], -1).any(dim=2)
+        raise DivergenceError(
+            f"solver {solver.name!r} returned non-finite samples: {int(per_sample.sum())} of the "
+            f"{n_samples} x {y.shape[0]} (samples x items) hold NaN/Inf ({int(bad.sum())} values); "
+            f"{divergence_advice(solver.name)}",
+            solver=solver.name,
+        )
+    flagged, warnings = flag_samples(samples, operator, y)
+    nfe = counted.nfe if counted is not None else 0
+    return Posterior(samples, nfe, seconds, solver.config(), extras, flagged=flagged, warnings=warnings)
 
 
 class _NoPrior:

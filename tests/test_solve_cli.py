@@ -83,11 +83,17 @@ def test_edge_f1_closed_cases():
 
 
 def test_solve_offline_without_lpips_weights_skips_lpips_and_says_so(digit, tmp_path, monkeypatch):
-    """No INVGEN_LPIPS_WEIGHTS and no cached torchvision AlexNet: metrics.json has no LPIPS (and no download)."""
+    """A build without the shipped AlexNet trunk, no INVGEN_LPIPS_WEIGHTS and no cached torchvision AlexNet:
+    metrics.json has no LPIPS (and no download)."""
+    import importlib
+
+    lpips_module = importlib.import_module("invgen.metrics.lpips")  # the module (invgen.metrics.lpips is the function)
     monkeypatch.delenv("INVGEN_LPIPS_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     from invgen.metrics import lpips_available
 
+    assert lpips_available()  # the shipped trunk: LPIPS needs no setup
+    monkeypatch.setattr(lpips_module, "SHIPPED_WEIGHTS", tmp_path / "not-shipped.safetensors")
     assert not lpips_available()
     out = tmp_path / "offline"
     args = ["solve", "--image", str(digit), "--task", "sr", "--prior", "diffusion-mnist", "--solver", "ddrm"]

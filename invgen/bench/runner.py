@@ -112,9 +112,13 @@ def execute_block(block: Block) -> BlockResult:
     posterior = invgen.solve(
         y, op, prior, solver=block.solver["name"], n_samples=block.n_samples, seed=block.seed, **solver_options
     )
-    samples = posterior.samples.clamp(0, 1)  # (N, B, C, H, W)
+    # The metrics refuse images outside [0, 1]; samples may leave it slightly, so they are clamped here, explicitly.
+    # The mean leaves out the samples that solve() flagged as far off the data (Posterior.flagged).
+    clamped = posterior.clamped(0, 1)
+    samples = clamped.samples  # (N, B, C, H, W)
     n, b = samples.shape[:2]
-    mean = samples.mean(0)
+    mean = clamped.mean
+    std = clamped.std
     values: list[dict[tuple[int, str], float]] = [{} for _ in range(b)]
     for name in block.metrics:
         fn = invgen.registry.get("metrics", name).factory
@@ -134,7 +138,7 @@ def execute_block(block: Block) -> BlockResult:
             "y_view": _y_view(op, y[j : j + 1], tuple(x.shape[1:]))[0].cpu().contiguous(),
             "samples": samples[:, j].cpu().contiguous(),
             "mean": mean[j].cpu().contiguous(),
-            "std": samples[:, j].std(0, correction=1 if n > 1 else 0).cpu().contiguous(),
+            "std": std[j].cpu().contiguous(),
         }
     return BlockResult(block.cell_id, block.index, results, artifacts)
 

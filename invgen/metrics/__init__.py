@@ -12,7 +12,7 @@ Sample-quality metrics compare two *sets* of images (they are not per-image, so 
   the project trains and ships for ``mnist``, ``fashion-mnist`` and ``cifar10`` (no downloaded weights; not an FID).
 - :func:`label_consistency`: how often that classifier assigns given labels to the images.
 
-These two do range-check: the classifier only knows [0, 1] images, so clamp samples first.
+These two range-check as well: the classifier only knows [0, 1] images, so clamp samples first.
 
 Posterior metrics take the ``(N, B, C, H, W)`` samples of a solve:
 
@@ -21,10 +21,16 @@ Posterior metrics take the ``(N, B, C, H, W)`` samples of a solve:
 - :func:`coverage` and :func:`credible_interval`: per-pixel central credible intervals and how often they hold
   the truth.
 
-Images are ``(B, C, H, W)`` on the [0, 1] scale (``data_range=1.0``). Metrics do not clamp and do not range-check
-their inputs: a prediction that leaves [0, 1] slightly is scored as it is, and images on another scale can be
-scored by passing their ``data_range``. ``lpips``, ``torchvision`` and ``skimage`` are imported only inside the
-functions that need them, so ``import invgen.metrics`` stays cheap.
+Images are ``(B, C, H, W)`` on the [0, 1] scale (``data_range=1.0``). Metrics do not clamp, they range-check: an
+image with values outside ``[0, data_range]`` (beyond a round-off tolerance of 1e-6) raises
+:class:`invgen.errors.RangeError` with its min/max and the fix (0..255 images: divide by 255, or pass
+``data_range=255`` to psnr/ssim). Solver samples may leave [0, 1] slightly; the caller clamps them, explicitly
+(``post.clamped(0, 1)`` or ``post.samples.clamp(0, 1)``) before scoring them, as the benchmark runner and
+``invgen solve`` do. The same holds for ``diversity(metric="lpips")``; the posterior metrics on raw samples
+(``data_consistency``, ``coverage``, ``credible_interval``, ``diversity(metric="l2")``) take any finite values.
+
+``lpips``, ``torchvision`` and ``skimage`` are imported only inside the functions that need them, so
+``import invgen.metrics`` stays cheap. LPIPS needs no setup: its AlexNet trunk ships with the package.
 
 Example:
     >>> import torch

@@ -1,11 +1,15 @@
 """LPIPS (Zhang et al., 2018): learned perceptual distance, AlexNet trunk, version 0.1, from the ``lpips`` package.
 
-Where the weights come from:
+Where the weights come from (nothing is downloaded for the default ``net="alex"``):
 
 - the linear layers (``lin0`` ... ``lin4``) are the ``lpips`` package's own files, which it loads itself;
-- the AlexNet trunk comes from the safetensors file named by the environment variable ``INVGEN_LPIPS_WEIGHTS``
-  when it is set (keys of torchvision's ``alexnet().features``: ``0.weight`` ... ``10.bias``); nothing is
-  downloaded then. When it is unset, the ``lpips`` package takes its usual path: torchvision's ImageNet AlexNet,
+- the AlexNet trunk is the safetensors file named by the environment variable ``INVGEN_LPIPS_WEIGHTS`` when it is
+  set (keys of torchvision's ``alexnet().features``: ``0.weight`` ... ``10.bias``), else the copy shipped with
+  invgen, ``invgen/metrics/weights/lpips-alexnet/features.safetensors`` (torchvision's ImageNet AlexNet in float16,
+  4.9 MB, loaded back to float32; its origin, licences and checks are in the ``SOURCE.txt`` beside it). The shipped
+  copy gives the published distances 0.722 and 0.138 on the LPIPS reference images (0.72188 / 0.13755, against
+  0.72186 / 0.13755 with the float32 file).
+- ``net="vgg"`` and ``net="squeeze"`` take the ``lpips`` package's usual path: torchvision's ImageNet weights,
   downloaded into the torch hub cache on first use.
 
 Models are built once per (net, device, weights file) and cached, in eval mode and with frozen parameters.
@@ -16,17 +20,20 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from invgen.checks import check_image
+from invgen.checks import check_image, check_range
 from invgen.errors import InvgenError, ShapeError, UnknownNameError
 from invgen.metrics.psnr import check_pair
 
 WEIGHTS_ENV = "INVGEN_LPIPS_WEIGHTS"
+# the AlexNet trunk shipped in the package (float16; SOURCE.txt beside it); INVGEN_LPIPS_WEIGHTS overrides it
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "lpips-alexnet" / "features.safetensors"
 MIN_SIZE = 32
 NETS = ("alex", "vgg", "squeeze")
 
@@ -48,7 +55,8 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{WEIGHTS_ENV}={path!r}: no such file (expected the LPIPS AlexNet safetensors file)")
+        where = f"{WEIGHTS_ENV}={path!r}" if os.environ.get(WEIGHTS_ENV) else f"the shipped LPIPS weights {path!r}"
+        raise FileNotFoundError(f"{where}: no such file (expected the LPIPS AlexNet safetensors file)")
     state = load_file(path)
     targets: dict[str, torch.nn.Parameter] = {}
     for _, block in model.net.named_children():
@@ -74,13 +82,22 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 TORCHVISION_ALEXNET = "alexnet-owt-7be5be79.pth"
 
 
+def alex_weights() -> str | None:
+    """The AlexNet trunk file :func:`lpips_model` loads: ``INVGEN_LPIPS_WEIGHTS`` if set, else the shipped copy
+    (None only in a build that lacks it, where the lpips package would download torchvision's)."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        return override
+    return str(SHIPPED_WEIGHTS) if SHIPPED_WEIGHTS.is_file() else None
+
+
 def lpips_available(net: str = "alex") -> bool:
-    """Whether :func:`lpips` can run without a download: ``INVGEN_LPIPS_WEIGHTS`` is set (AlexNet), or torchvision's
-    AlexNet checkpoint is already in torch hub's cache. Callers that must work offline (``invgen solve``, the demo)
-    leave LPIPS out, and say so, when this is False; :func:`lpips` itself would try the download."""
+    """Whether :func:`lpips` can run without a download: always for AlexNet (the trunk ships with invgen, or
+    ``INVGEN_LPIPS_WEIGHTS`` names one), else when torchvision's AlexNet checkpoint is already in torch hub's cache.
+    Callers that must work offline (``invgen solve``, the demo) leave LPIPS out, and say so, when this is False."""
     if net != "alex":
         return False
-    return bool(os.environ.get(WEIGHTS_ENV)) or os.path.isfile(
+    return alex_weights() is not None or os.path.isfile(
         os.path.join(torch.hub.get_dir(), "checkpoints", TORCHVISION_ALEXNET)
     )
 
@@ -89,7 +106,7 @@ def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> 
     """The cached ``lpips.LPIPS`` model (version 0.1, eval mode, frozen) for a trunk and a device.
 
     Args:
-        net: the trunk: ``"alex"`` (the default and the only one that ``INVGEN_LPIPS_WEIGHTS`` supplies),
+        net: the trunk: ``"alex"`` (the default: the shipped trunk, or ``INVGEN_LPIPS_WEIGHTS``),
             ``"vgg"`` or ``"squeeze"`` (these always take the lpips package's torchvision download path).
         device: where the model lives (default CPU).
 
@@ -99,6 +116,7 @@ def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> 
     Raises:
         UnknownNameError: for an unknown ``net``.
         LPIPSWeightsError: if the file in ``INVGEN_LPIPS_WEIGHTS`` does not fit the AlexNet trunk.
+        FileNotFoundError: if ``INVGEN_LPIPS_WEIGHTS`` names no file.
 
     Example:
         >>> model = lpips_model("alex")  # doctest: +SKIP
@@ -106,7 +124,7 @@ def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> 
     if net not in NETS:
         raise UnknownNameError(f"lpips: unknown net {net!r} (known: {', '.join(NETS)})")
     dev = torch.device(device if device is not None else "cpu")
-    weights = (os.environ.get(WEIGHTS_ENV) or None) if net == "alex" else None
+    weights = alex_weights() if net == "alex" else None
     key = (net, str(dev), weights)
     with _LOCK:
         model = _CACHE.get(key)
@@ -125,9 +143,16 @@ def lpips_model(net: str = "alex", device: torch.device | str | None = None) -> 
     return model
 
 
-def _prepare(x: Tensor, name: str = "x") -> Tensor:
-    """Check channels and size; repeat gray to RGB; float32 in [0, 1] -> the model's [-1, 1] input."""
+def _prepare(x: Tensor, name: str = "x", who: str = "lpips") -> Tensor:
+    """Check channels, size and range; repeat gray to RGB; float32 in [0, 1] -> the model's [-1, 1] input."""
     check_image(x, name, channels=(1, 3))
+    check_range(
+        x,
+        name,
+        who=who,
+        fix=f"clamp predictions explicitly before scoring them, {name}.clamp(0, 1), if they leave "
+        "[0, 1] only slightly (solver samples may)",
+    )
     h, w = x.shape[-2:]
     if h < MIN_SIZE or w < MIN_SIZE:
         raise ShapeError(
@@ -160,10 +185,11 @@ def _distance(model: Any, f0: list[Tensor], f1: list[Tensor], spatial: bool, siz
 def lpips(x: Tensor, ref: Tensor, net: str = "alex", spatial: bool = False) -> Tensor:
     """LPIPS distance (version 0.1) between each prediction and its reference; 0 for identical images.
 
-    Images in [0, 1] are scaled to [-1, 1] as the network expects; inputs are not clamped. Gray images (C = 1)
+    Images in [0, 1] are scaled to [-1, 1] as the network expects; inputs are not clamped, and values outside
+    [0, 1] (beyond 1e-6) raise (divide 0..255 images by 255; clamp solver samples first). Gray images (C = 1)
     are repeated to three channels. Gradients flow to inputs that require them; otherwise no graph is built.
-    See the module docstring for where the weights come from (``INVGEN_LPIPS_WEIGHTS``, else a torchvision
-    download).
+    See the module docstring for where the weights come from (the shipped AlexNet trunk, or
+    ``INVGEN_LPIPS_WEIGHTS``).
 
     Args:
         x: predictions in [0, 1].
@@ -179,6 +205,7 @@ def lpips(x: Tensor, ref: Tensor, net: str = "alex", spatial: bool = False) -> T
 
     Raises:
         ShapeError: if the shapes differ, C is not 1 or 3, or H or W is below 32.
+        RangeError: for NaN/Inf or values outside [0, 1].
 
     Shape:
         x, ref: ``(B, C, H, W)`` with C in {1, 3} and H, W >= 32 -> ``(B,)``.
@@ -188,7 +215,7 @@ def lpips(x: Tensor, ref: Tensor, net: str = "alex", spatial: bool = False) -> T
         >>> lpips(x, x)  # doctest: +SKIP
         tensor([0., 0.])
     """
-    check_pair(x, ref)
+    check_pair(x, ref, who="lpips")
     a, b = _prepare(x, "x"), _prepare(ref.to(x.device), "ref")
     model = lpips_model(net, x.device)
     with torch.set_grad_enabled(torch.is_grad_enabled() and (x.requires_grad or ref.requires_grad)):

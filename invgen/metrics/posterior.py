@@ -109,7 +109,7 @@ def _pairwise_lpips(samples: Tensor, net: str) -> Tensor:
     totals = []
     with torch.set_grad_enabled(torch.is_grad_enabled() and samples.requires_grad):
         for item in range(b):  # features of the N samples of one item at a time
-            feats = _features(model, _prepare(samples[:, item], "samples"))
+            feats = _features(model, _prepare(samples[:, item], "samples", who="diversity"))
             total = feats[0].new_zeros(())
             for i in range(n - 1):
                 rest = [f[i + 1 :] for f in feats]
@@ -133,6 +133,7 @@ def diversity(samples: Tensor, metric: str = "lpips", net: str = "alex") -> Tens
 
     Raises:
         ShapeError: if N < 2 (or, for LPIPS, the images are below 32 px or not 1 or 3 channels).
+        RangeError: for LPIPS, samples outside [0, 1] (clamp them first: ``samples.clamp(0, 1)``).
         UnknownNameError: for an unknown ``metric``.
 
     Shape:

@@ -67,12 +67,14 @@ def ssim(
 
     The defaults are scikit-image's (7x7 uniform window, sample covariance). The setting of Wang et al. (2004) is
     ``gaussian_weights=True, use_sample_covariance=False`` (an 11-tap Gaussian window of ``sigma=1.5``). Inputs are
-    not clamped; computations run in float64.
+    not clamped: values outside ``[0, data_range]`` (beyond 1e-6) raise; clamp solver samples first. Computations run
+    in float64.
 
     Args:
         x: predictions.
         ref: references (ground truths).
-        data_range: the distance between the smallest and largest possible value (1.0 for images in [0, 1]).
+        data_range: the distance between the smallest and largest possible value (1.0 for images in [0, 1]);
+            both images must lie in ``[0, data_range]``.
         win_size: odd side of the window, which also sets the border crop ``(win_size - 1) // 2``. None gives
             scikit-image's default: 7 for the uniform window, ``2 * int(3.5 * sigma + 0.5) + 1`` (11 for
             ``sigma=1.5``) for the Gaussian one. The Gaussian taps depend on ``sigma`` only, as in scikit-image.
@@ -88,7 +90,8 @@ def ssim(
 
     Raises:
         ShapeError: if the shapes differ or an image side is smaller than ``win_size``.
-        RangeError: for an even or non-positive ``win_size``, or negative ``sigma``, ``K1`` or ``K2``.
+        RangeError: for an even or non-positive ``win_size``, negative ``sigma``, ``K1`` or ``K2``, NaN/Inf or values
+            outside ``[0, data_range]``.
 
     Shape:
         x, ref: ``(B, C, H, W)`` -> ``(B,)``.
@@ -98,8 +101,8 @@ def ssim(
         >>> ssim(x, x)
         tensor([1., 1.])
     """
-    check_pair(x, ref)
     r = check_data_range(data_range)
+    check_pair(x, ref, high=r, who="ssim")
     if K1 < 0 or K2 < 0 or sigma < 0:
         raise RangeError(f"ssim: K1, K2 and sigma must be >= 0, got K1={K1}, K2={K2}, sigma={sigma}")
     if win_size is None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.errors import MissingCapabilityError, RangeError
+from invgen.errors import DivergenceError, MissingCapabilityError, RangeError
 from invgen.priors.base import capabilities_of
 
 SamplerFn = Callable[..., Tensor | tuple[Tensor, dict[str, Any]]]
@@ -158,3 +158,71 @@ def likelihood_grad(operator: Any, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor
         ll = operator.log_likelihood(y, xg)
         (g,) = torch.autograd.grad(ll.sum(), xg)
     return ll.detach(), g
+
+
+# -- divergence -----------------------------------------------------------------------------------------------------
+# What to change when a solver's chains diverge, by solver name: its step-size, guidance-scale or step-count options.
+DIVERGENCE_ADVICE: dict[str, str] = {
+    "ula": "use a smaller step_size (or leave it unset: the default is 0.05 s^2 / ||A||^2)",
+    "mala": "use a smaller initial step_size or a longer burn_in (the step adapts during burn-in)",
+    "annealed_langevin": "use a smaller eps, keep step_cap=True, or lower sigma_max",
+    "dps": "use a smaller zeta (the guidance step) or guidance='squared', or more steps",
+    "pigdm": "use more steps or clip=True",
+    "diffpir": "use a smaller zeta or lam, or more steps",
+    "ddrm": "use more steps or clip=True",
+    "ddnm": "use more steps or clip=True",
+    "mmps": "use more steps or linear_iters, or clip=True",
+    "daps": "use a smaller lr, keep step_cap=True, or more annealing_steps",
+    "pnp_dm": "use a smaller langevin_step or more langevin_steps",
+    "red_diff": "use a smaller lr or lam",
+    "repaint": "use more steps or clip=True",
+    "latent_map": "use a smaller lr",
+    "latent_mala": "use a smaller initial step_size or a longer burn_in",
+    "latent_hmc": "use a smaller initial step_size, fewer leapfrog steps or a longer burn_in",
+    "tds": "use more steps or particles",
+    "mcgdiff": "use more steps or particles",
+    "fps": "use more steps or particles",
+}
+GENERIC_ADVICE = "use a smaller step size (step_size, zeta, lr or eps: whichever the solver has) or more steps"
+# |x| above this is an explosion for images on the [0, 1] scale (solvers stop there instead of overflowing later)
+DIVERGENCE_LIMIT = 1e6
+# how often the loops check their state (each check is one device sync); the last step is always checked
+CHECK_EVERY = 10
+
+
+def divergence_advice(solver_name: str) -> str:
+    """Which option to change when ``solver_name`` diverges (:data:`DIVERGENCE_ADVICE`, else a generic hint)."""
+    return DIVERGENCE_ADVICE.get(solver_name, GENERIC_ADVICE)
+
+
+def check_state(x: Tensor, who: str, step: int, steps: int, *, every: int = CHECK_EVERY, detail: str = "") -> None:
+    """Stop a sampler whose state became NaN/Inf or exploded (``|x| > 1e6``), every ``every`` steps and at the end.
+
+    Call it once per step of a loop with the number of steps done: it checks when ``step`` is a multiple of
+    ``every`` or equal to ``steps`` (one reduction and one device sync per check) and returns at once otherwise.
+
+    Args:
+        x: the sampler's state (any shape).
+        who: the solver's registry name (it picks the advice of :data:`DIVERGENCE_ADVICE`).
+        step: steps done so far (1-based).
+        steps: total steps of the loop.
+        every: check period.
+        detail: the values that matter for the advice, e.g. ``"step_size=0.3"``.
+
+    Raises:
+        DivergenceError: naming the solver, the step and the option to change.
+    """
+    if step % every and step != steps:
+        return
+    peak = float(x.detach().abs().amax())  # NaN propagates through amax; Inf stays Inf
+    if peak <= DIVERGENCE_LIMIT:
+        return
+    n_bad = int((~torch.isfinite(x)).sum())
+    what = f"{n_bad} NaN/Inf values" if n_bad else f"values up to |x| = {peak:.3g}"
+    used = f" (this run: {detail})" if detail else ""
+    raise DivergenceError(
+        f"solver {who!r} diverged by step {step} of {steps}: its state holds {what} (images live in [0, 1]; the "
+        f"limit is |x| <= {DIVERGENCE_LIMIT:g}); {divergence_advice(who)}{used}",
+        solver=who,
+        step=step,
+    )

@@ -22,7 +22,8 @@ the 16-pixel test problems it is far stronger than on 256 x 256 images).
 ``-||y - A(x0)||^2 / (2 sigma_y^2)``; any noise model through ``operator.log_likelihood``), since the DDPM step
 moves ``x`` by ``(s_i^2 - s_{i+1}^2)`` times the prior score.
 
-NFE: one denoiser call (forward and backward) per step, ``steps`` in all.
+NFE: one denoiser call (forward and backward) per step, ``steps`` in all. A state that becomes NaN/Inf or explodes
+(``|x| > 1e6``, checked every 10 steps) stops DPS with a :class:`invgen.errors.DivergenceError` naming ``zeta``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import Tensor
 
 from invgen.checks import check_tensor
 from invgen.errors import RangeError
-from invgen.solvers.base import check_steps, check_unit, stack_batch, unstack_batch
+from invgen.solvers.base import check_state, check_steps, check_unit, stack_batch, unstack_batch
 from invgen.solvers.ddim import ddim_step
 from invgen.solvers.ddpm import schedule, start
 
@@ -88,7 +89,7 @@ def dps(
     sig = schedule(prior, steps)
     x = start(operator, y, n_samples, sig[0], generator)
     ys = stack_batch(y, n_samples)
-    for s, s_next in itertools.pairwise(sig):
+    for i, (s, s_next) in enumerate(itertools.pairwise(sig)):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0 = prior.denoise(xg, s)
@@ -102,6 +103,7 @@ def dps(
             (g,) = torch.autograd.grad(loss, xg)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if eta > 0 else None
         x = ddim_step(x, x0.detach(), s, s_next, eta, noise) - step * g
+        check_state(x, "dps", i + 1, steps, detail=f"zeta={zeta:g}, guidance={guidance!r}")
     with torch.no_grad():
         resid = (ys - operator(x)).reshape(x.shape[0], -1).norm(dim=1)
     return unstack_batch(x, n_samples), {"residual": unstack_batch(resid, n_samples).mean(0)}

@@ -22,6 +22,9 @@ Default step size: ``g = c * s^2 / ||A||^2``, the inverse curvature of the log-l
 variances) needs a smaller ``step_size`` for ULA; MALA adapts to it. For Poisson noise ``s^2`` is replaced by the
 effective variance ``mean(y) / rate``.
 
+Divergence: every 10 steps and at the end the chains' state is checked; NaN/Inf or ``|x| > 1e6`` stops the solver
+with a :class:`invgen.errors.DivergenceError` naming the step and the option to change (``step_size``, ``eps``).
+
 Start (``init``), the same for every chain unless drawn from the prior:
 
 * ``"fill"`` (default): the solution of the data nearest mid-grey, ``0.5 + A^+ (y - A 0.5)``: ``A^+ y`` on the
@@ -45,7 +48,7 @@ from torch import Tensor
 from invgen.checks import check_tensor
 from invgen.errors import MissingCapabilityError, RangeError, ShapeError
 from invgen.priors.base import capabilities_of
-from invgen.solvers.base import likelihood_grad, stack_batch, unstack_batch
+from invgen.solvers.base import check_state, likelihood_grad, stack_batch, unstack_batch
 
 ULA_STEP_FRACTION = 0.05
 MALA_STEP_FRACTION = 0.5
@@ -114,9 +117,22 @@ def operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
     return 1.02 * max(est, 1e-12)
 
 
-def default_step_size(operator: Any, y: Tensor, x: Tensor, fraction: float) -> float:
-    """``fraction * s^2 / ||A||^2``: a fraction of the inverse curvature of the log-likelihood (module docstring)."""
-    return fraction * effective_variance(operator, y) / operator_norm2(operator, x)
+def default_step_size(operator: Any, y: Tensor, x: Tensor, fraction: float, who: str = "langevin") -> float:
+    """``fraction * s^2 / ||A||^2``: a fraction of the inverse curvature of the log-likelihood (module docstring).
+
+    Raises:
+        RangeError: if ``||A||^2`` (``||J||^2`` at ``x``) vanishes, as a nonlinear operator's Jacobian can at a flat
+            start (``sketch`` at the mid-grey ``init="fill"``): the step would be unbounded, so none is guessed.
+    """
+    norm2 = operator_norm2(operator, x)
+    if norm2 < 1e-9:
+        raise RangeError(
+            f"{who}: no default step_size: the curvature of the likelihood vanishes at the start point "
+            f"(||J||^2 = {norm2:.3g} for {getattr(operator, 'name', 'the operator')!r}), so the default step "
+            f"fraction * s^2 / ||J||^2 would be unbounded; pass step_size=..., or start where the operator is not flat "
+            "(init='prior' or an initial tensor)"
+        )
+    return fraction * effective_variance(operator, y) / norm2
 
 
 def _start(prior: Any, operator: Any, y: Tensor, init: Any, n: int, generator: torch.Generator, who: str) -> Tensor:
@@ -194,14 +210,15 @@ def ula(
     sig = float(getattr(prior, "sigma_min", 0.0) if sigma is None else sigma)
     x = _start(prior, operator, y, init, n_samples, generator, "ula")
     b = y.shape[0]
-    g = float(step_size) if step_size is not None else default_step_size(operator, y, x[:b], ULA_STEP_FRACTION)
+    g = float(step_size) if step_size is not None else default_step_size(operator, y, x[:b], ULA_STEP_FRACTION, "ula")
     ys = stack_batch(y, n_samples)
     noise_scale = math.sqrt(2 * g)
-    for _ in range(steps):
+    for t in range(steps):
         _, grad_lik = likelihood_grad(operator, ys, x)
         drift = prior.score(x, sig) + grad_lik
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         x = x + g * drift + noise_scale * noise
+        check_state(x, "ula", t + 1, steps, detail=f"step_size={g:.3g}")
     return unstack_batch(x, n_samples), {"step_size": g}
 
 
@@ -260,7 +277,8 @@ def mala(
     sig = float(getattr(prior, "sigma_min", 0.0) if sigma is None else sigma)
     x = _start(prior, operator, y, init, n_samples, generator, "mala")
     b = y.shape[0]
-    g0 = float(step_size) if step_size is not None else default_step_size(operator, y, x[:b], MALA_STEP_FRACTION)
+    g0 = step_size if step_size is not None else default_step_size(operator, y, x[:b], MALA_STEP_FRACTION, "mala")
+    g0 = float(g0)
     ys = stack_batch(y, n_samples)
     m = x.shape[0]
     view = (m, *([1] * (x.dim() - 1)))
@@ -291,6 +309,7 @@ def mala(
             log_g = log_g + (t + 1) ** -0.6 * (alpha - target_accept)
         else:
             accepted += accept.to(x.dtype)
+        check_state(x, "mala", t + 1, steps, detail=f"initial step_size={g0:.3g}")
     rate = float(accepted.mean()) / (steps - burn_in)
     return unstack_batch(x, n_samples), {"acceptance_rate": rate, "step_size": float(log_g.exp().mean())}
 
@@ -396,6 +415,7 @@ def annealed_langevin(
     norm2 = None
     if step_cap:
         norm2 = operator_norm2(operator, torch.full((1, *x_shape[1:]), 0.5, dtype=y.dtype, device=y.device))
+    done, total = 0, sum(k for _, k in plan)
     for s, k in plan:
         a = float(eps) * s**2 / levels[-1] ** 2
         var = var_y + s**2
@@ -411,4 +431,6 @@ def annealed_langevin(
                     (lik,) = torch.autograd.grad(-(ys - operator(xg)).pow(2).sum() / (2 * var), xg)
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + a * (score + lik) + math.sqrt(2 * a) * noise
+            done += 1
+            check_state(x, who, done, total, detail=f"eps={eps}, step at this level {a:.3g}")
     return unstack_batch(x, n_samples)

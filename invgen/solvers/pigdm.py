@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from invgen.checks import check_tensor
-from invgen.solvers.base import check_steps, check_unit, unstack_batch
+from invgen.solvers.base import check_state, check_steps, check_unit, unstack_batch
 from invgen.solvers.ddrm import check_svd_problem, spectral_setup
 from invgen.solvers.schedules import prior_sigmas
 
@@ -91,7 +91,7 @@ def pigdm(
     kw = {"dtype": y.dtype, "device": y.device}
 
     x = torch.full(x_shape, 0.5, **kw) + sigmas[0] * torch.randn(x_shape, generator=generator, **kw)
-    for sig, nxt in itertools.pairwise(sigmas):
+    for i, (sig, nxt) in enumerate(itertools.pairwise(sigmas)):
         r2 = sig**2 / (1 + 4 * sig**2)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
@@ -106,4 +106,5 @@ def pigdm(
         c = eta * nxt * math.sqrt(max(1 - nxt**2 / sig**2, 0.0))
         noise = torch.randn(x_shape, generator=generator, **kw)
         x = x0_y + math.sqrt(max(nxt**2 - c**2, 0.0)) * (x - x0_y) / sig + c * noise
+        check_state(x, "pigdm", i + 1, steps, detail=f"steps={steps}, clip={clip}")
     return unstack_batch(x.detach(), n_samples)
