@@ -5,17 +5,23 @@ super-resolution x4 and box inpainting (``diffusion-mnist``), sketch-to-image (`
 differentiable sketch operator, edge F1 reported), colorization (``diffusion-cifar10``), and on photos bicubic
 super-resolution x2 and free-form inpainting (``diffusion-natural-gray`` on centre crops of scikit-image's sample
 photos, which ship with the dependency) and colorization (``diffusion-natural-rgb`` on resized colour photos).
-Other ground truths are test images when ``INVGEN_DATA`` is set, else unconditional DDIM samples of the prior with a
-fixed seed, so the demo runs on a fresh install with no data and no network. Then MALA on the analytic
-Gaussian-mixture prior beside its exact posterior. Writes ``gallery.png``, ``exactness.png``, ``metrics.md`` and
-``metrics.json``.
+Other ground truths are test images when ``INVGEN_DATA`` is set, else the eight test images per dataset shipped in the
+package (:func:`invgen.data.sample_images`), so the demo runs on a fresh install with no data and no network. Then
+MALA on the analytic Gaussian-mixture prior beside its exact posterior.
+
+Output is incremental: each task's sheet (``task-01-super-resolution-x4.png`` ...) is written and its metrics line
+printed as soon as the task is done, under a progress bar over the tasks and one over the solver's steps. At the end
+come ``gallery.png`` (all tasks), ``exactness.png``, ``metrics.md`` and ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +37,8 @@ def _installed() -> str:
 
 
 # task, prior, operator (name, options), solver, solver options (quick, full)
-TASKS: list[tuple[str, str, str, dict, str, dict, dict]] = [
+Task = tuple[str, str, str, dict, str, dict, dict]
+TASKS: list[Task] = [
     ("super-resolution x4", "diffusion-mnist", "superres", {"scale": 4}, "pigdm", {"steps": 20}, {"steps": 50}),
     ("inpainting (box)", "diffusion-mnist", "inpaint", {"mask": "box", "box_size": 14}, "ddrm", {"steps": 20},
      {"steps": 50}),
@@ -39,11 +46,14 @@ TASKS: list[tuple[str, str, str, dict, str, dict, dict]] = [
      {"steps": 50, "zeta": 0.3}),
     ("colorization", "diffusion-cifar10", "colorize", {}, "ddrm", {"steps": 20}, {"steps": 50}),
     ("photo super-resolution x2", "diffusion-natural-gray", "superres", {"scale": 2, "kernel": "bicubic"}, "pigdm",
-     {"steps": 20}, {"steps": 50}),
+     {"steps": 20}, {"steps": 30}),
     ("photo inpainting (free-form)", "diffusion-natural-gray", "inpaint", {"mask": "freeform", "seed": 0}, "pigdm",
-     {"steps": 20}, {"steps": 50}),
-    ("photo colorization", "diffusion-natural-rgb", "colorize", {}, "ddrm", {"steps": 20}, {"steps": 50}),
+     {"steps": 20}, {"steps": 30}),
+    ("photo colorization", "diffusion-natural-rgb", "colorize", {}, "ddrm", {"steps": 20}, {"steps": 30}),
 ]  # fmt: skip
+# Photo tasks dominate the demo's time (a UNet with its backward pass at every PiGDM step): 96x96 crops and 30 steps
+# keep the full demo within about three minutes on two cores (128x128 with 50 steps took about 4x as long).
+PHOTO_SIZE = 96
 DATASET_OF = {"diffusion-mnist": "mnist", "diffusion-fashion-mnist": "fashion-mnist", "diffusion-cifar10": "cifar10"}
 # scikit-image photos for the any-size priors (offline: they ship with the dependency): names, channels, and whether
 # the photo is first resized (short side to the crop size: the whole scene, as the colour prior saw CIFAR-10's) or
@@ -70,12 +80,13 @@ def _photo_crops(names: tuple[str, ...], n: int, size: int, channels: int = 1, r
     return torch.stack(crops)
 
 
-def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = 128) -> tuple[torch.Tensor, str]:
-    """Photo crops for any-size priors; else test images when INVGEN_DATA is set, else unconditional DDIM samples
-    (fixed seed)."""
+def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = PHOTO_SIZE) -> tuple[torch.Tensor, str]:
+    """Photo crops for any-size priors; else test images when INVGEN_DATA is set, else the test images shipped in the
+    package, else (no shipped images for the prior's dataset) unconditional DDIM samples (fixed seed)."""
     import os
 
     import invgen
+    from invgen.data.bundled import SAMPLE_INDICES, sample_images, sample_path
 
     if prior_name in PHOTOS_OF:
         names, channels, resize = PHOTOS_OF[prior_name]
@@ -87,6 +98,11 @@ def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = 128) ->
     if dataset and os.environ.get("INVGEN_DATA"):
         ds = invgen.dataset(dataset).select(count=n, start=seed * n)
         return torch.stack([ds.image(i) for i in range(n)]), f"{dataset} test images {seed * n}..{seed * n + n - 1}"
+    if dataset in SAMPLE_INDICES and sample_path(dataset).is_file():
+        shipped = SAMPLE_INDICES[dataset]
+        rows = [(seed * n + i) % len(shipped) for i in range(n)]
+        ids = ", ".join(str(shipped[r]) for r in rows)
+        return sample_images(dataset)[rows], f"{dataset} test images {ids} (shipped with invgen; INVGEN_DATA not set)"
     c, h, w = prior.image_shape
     dummy = invgen.operator("identity", noise={"name": "gaussian", "std": 1.0})
     y = torch.zeros(n, c, h, w)
@@ -94,17 +110,59 @@ def _ground_truth(prior_name: str, prior, n: int, seed: int, size: int = 128) ->
     return post.samples[0].clamp(0, 1), f"DDIM samples of the prior (50 steps, seed {seed}; INVGEN_DATA not set)"
 
 
-def _lpips(x: torch.Tensor, ref: torch.Tensor, fn) -> float | None:
-    """LPIPS where its weights are configured (INVGEN_LPIPS_WEIGHTS); None rather than a download otherwise."""
-    import os
+class _StepBar:
+    """Delegates to a prior and advances a progress bar after each network evaluation (one per step for the demo's
+    solvers), a progress hook that needs nothing from the solvers."""
 
-    if not os.environ.get("INVGEN_LPIPS_WEIGHTS"):
+    _TICKS = ("denoise", "score", "log_prob", "decode")
+
+    def __init__(self, inner: Any, bar: Any) -> None:
+        self._inner = inner
+        self._bar = bar
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if attr in self._TICKS and callable(value):
+
+            def ticked(*args: Any, **kwargs: Any) -> Any:
+                out = value(*args, **kwargs)
+                self._bar.update(1)
+                return out
+
+            return ticked
+        return value
+
+
+def _slug(task: str) -> str:
+    """``"photo inpainting (free-form)"`` -> ``"photo-inpainting-free-form"``."""
+    return re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")
+
+
+def sheet_name(k: int, task: str) -> str:
+    """File name of the ``k``-th task's sheet (from 1), e.g. ``task-01-super-resolution-x4.png``."""
+    return f"task-{k:02d}-{_slug(task)}.png"
+
+
+def _lpips(x: torch.Tensor, ref: torch.Tensor, fn) -> float | None:
+    """LPIPS with the shipped AlexNet trunk (or INVGEN_LPIPS_WEIGHTS); None rather than a download in a build that
+    lacks it, or for images below AlexNet's 32 px."""
+    from invgen.metrics import lpips_available
+
+    if not lpips_available() or min(x.shape[-2:]) < 32:
         return None
     return float(fn(x, ref).mean())
 
 
-def run_tasks(out_dir: Path, seed: int = 0, quick: bool = False) -> tuple[list[dict], list]:
-    """The headline tasks with the shipped priors; returns the table rows and the gallery rows."""
+def run_tasks(
+    out_dir: Path, seed: int = 0, quick: bool = False, tasks: Sequence[Task] = TASKS
+) -> tuple[list[dict], list]:
+    """The headline tasks with the shipped priors; returns the table rows and the gallery rows.
+
+    Each task's sheet (:func:`sheet_name`) is written to ``out_dir`` and its metrics line printed as soon as the task is
+    done, under a progress bar over the tasks and, inside a task, one over the solver's network evaluations.
+    """
+    from tqdm.auto import tqdm
+
     import invgen
     from invgen.metrics import lpips, psnr, ssim
     from invgen.tasks import edge_f1
@@ -113,21 +171,25 @@ def run_tasks(out_dir: Path, seed: int = 0, quick: bool = False) -> tuple[list[d
     installed = set(invgen.list_priors())
     table, rows = [], []
     priors: dict[str, object] = {}
-    for task, prior_name, op_name, op_kw, solver, quick_kw, full_kw in TASKS:
+    bar = tqdm(tasks, desc="demo tasks", unit="task", dynamic_ncols=True)
+    for k, (task, prior_name, op_name, op_kw, solver, quick_kw, full_kw) in enumerate(bar, 1):
+        bar.set_postfix_str(task)
+        t_task = time.perf_counter()
         if prior_name not in installed:
-            print(f"{task}: skipped ({prior_name} is not installed in this build)")
+            tqdm.write(f"{task}: skipped ({prior_name} is not installed in this build)")
             table.append({"task": task, "prior": prior_name, "skipped": "prior not installed"})
             continue
         if prior_name not in priors:
             priors[prior_name] = invgen.prior(prior_name)
         prior = priors[prior_name]
-        x, source = _ground_truth(prior_name, prior, n_images, seed, size=96 if quick else 128)
+        x, source = _ground_truth(prior_name, prior, n_images, seed)
         op = invgen.operator(op_name, noise={"name": "gaussian", "std": 0.05}, **op_kw)
         y = op.measure(x, generator=torch.Generator().manual_seed(seed))
         kw = quick_kw if quick else full_kw
-        post = invgen.solve(y, op, prior, solver=solver, n_samples=n_samples, seed=seed, **kw)
-        s = post.samples.clamp(0, 1)
-        mean = s.mean(0)
+        with tqdm(total=kw.get("steps"), desc=f"  {solver}", unit="step", leave=False, dynamic_ncols=True) as steps:
+            post = invgen.solve(y, op, _StepBar(prior, steps), solver=solver, n_samples=n_samples, seed=seed, **kw)
+        clamped = post.clamped(0, 1)  # the metrics take [0, 1] images; flagged samples stay out of the mean
+        s, mean = clamped.samples, clamped.mean
         flat = s.reshape(-1, *x.shape[1:])
         ref = x.repeat(n_samples, 1, 1, 1)
         row = {
@@ -145,14 +207,21 @@ def run_tasks(out_dir: Path, seed: int = 0, quick: bool = False) -> tuple[list[d
             row["edge_f1"] = float(edge_f1(flat, (y > 0.5).float().repeat(n_samples, 1, 1, 1)).mean())
         table.append(row)
         y_view = y if op_name in ("inpaint", "sketch", "colorize") else op.pinv(y)
+        task_rows = []
         for b in range(n_images):
             panels = [("truth", x[b]), ("y", y_view[b].clamp(0, 1))]
-            panels += [(f"sample {k + 1}", s[k, b]) for k in range(n_samples)]
+            panels += [(f"sample {j + 1}", s[j, b]) for j in range(n_samples)]
             panels += [("mean", mean[b]), ("std", s[:, b].std(0))]
-            rows.append((f"{task} #{b}", panels))
+            task_rows.append((f"{task} #{b}", panels))
+        rows += task_rows
+        sheet = out_dir / sheet_name(k, task)
+        _gallery(sheet, task_rows)
+        row["sheet"] = sheet.name
+        row["wall_seconds"] = round(time.perf_counter() - t_task, 2)
         lp = "-" if row["lpips_samples"] is None else f"{row['lpips_samples']:.3f}"
-        print(f"{task}: {row['solver']} on {prior_name}, PSNR(mean) {row['psnr_mean']:.2f}, LPIPS(samples) {lp}, "
-              f"{row['seconds']} s")  # fmt: skip
+        tqdm.write(f"{task}: {row['solver']} on {prior_name}, PSNR(mean) {row['psnr_mean']:.2f}, LPIPS(samples) {lp}, "
+                   f"solver {row['seconds']} s, task {row['wall_seconds']} s -> {sheet}")  # fmt: skip
+    bar.close()
     return table, rows
 
 
@@ -163,11 +232,14 @@ def run(out: str = "invgen-demo", seed: int = 0, quick: bool = False) -> int:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"invgen {invgen.__version__}: installed components\n{_installed()}\n")
+    print(f"writing to {out_dir}/: one sheet per task as soon as it is done, then gallery.png and the tables")
     t0 = time.perf_counter()
     tasks, rows = run_tasks(out_dir, seed=seed, quick=quick)
     if rows:
         _gallery(out_dir / "gallery.png", rows)
+    t_exact = time.perf_counter()
     exact = run_exactness(out_dir, seed=seed, quick=quick)
+    print(f"exactness check: {time.perf_counter() - t_exact:.1f} s")
     lines = [
         "## Tasks (noise std 0.05)",
         "",
@@ -179,7 +251,7 @@ def run(out: str = "invgen-demo", seed: int = 0, quick: bool = False) -> int:
             lines.append(f"| {r['task']} | {r['prior']} | skipped: {r['skipped']} |" + " |" * 6)
             continue
         f1 = f"{r['edge_f1']:.3f}" if "edge_f1" in r else "-"
-        lp = "- (set INVGEN_LPIPS_WEIGHTS)" if r["lpips_samples"] is None else f"{r['lpips_samples']:.4f}"
+        lp = "-" if r["lpips_samples"] is None else f"{r['lpips_samples']:.4f}"
         lines.append(
             f"| {r['task']} | {r['prior']} | {r['solver']} | {r['psnr_mean']:.2f} | {r['ssim_mean']:.4f} | "
             f"{lp} | {f1} | {r['nfe']} | {r['seconds']} |"
@@ -195,7 +267,8 @@ def run(out: str = "invgen-demo", seed: int = 0, quick: bool = False) -> int:
         )
     (out_dir / "metrics.md").write_text("\n".join(lines) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps({"tasks": tasks, "exactness": exact}, indent=1))
-    print(f"\nwrote {out_dir}/gallery.png, exactness.png, metrics.md, metrics.json in {time.perf_counter() - t0:.0f} s")
+    total = time.perf_counter() - t0
+    print(f"\nwrote {out_dir}/gallery.png, exactness.png, metrics.md, metrics.json; total {total:.1f} s")
     return 0
 
 
@@ -241,8 +314,8 @@ def run_exactness(out_dir: Path, seed: int = 0, quick: bool = False) -> list[dic
         "inpaint (box)": invgen.operator("inpaint", mask="box", noise=noise),
         "superres x2": invgen.operator("superres", scale=2, noise=noise),
     }
-    steps = 300 if quick else 1500
-    n = 32 if quick else 128
+    steps = 300 if quick else 1000  # full: 64 chains x 1000 steps, a third of the time of 128 x 1500
+    n = 32 if quick else 64
     rows, table = [], []
     for task, op in tasks.items():
         y = op.measure(x, generator=gen)
