@@ -10,7 +10,7 @@ from the prior. Which prior:
   (``INVGEN_DATA``); without data and without the colour prior the script says what is missing and exits 0.
 
 Reported: PSNR / SSIM of the posterior mean and of the samples, the sample diversity (mean per-pixel std across
-samples), LPIPS of the samples when ``INVGEN_LPIPS_WEIGHTS`` is set, and the gray baseline (the luma y repeated in
+samples), LPIPS of the samples (backbone shipped with invgen), and the gray baseline (the luma y repeated in
 R, G and B). The Wiener prior's mean is only about as good as that baseline in PSNR (colour is barely predictable
 from luma by a linear model); what it shows is exact, diverse posterior samples.
 
@@ -83,7 +83,7 @@ def scores(samples: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         "ssim_samples": float(invgen.metrics.ssim(flat, ref).mean()),
         "diversity_std": float(samples.std(0).mean()) if n > 1 else 0.0,
     }
-    if os.environ.get("INVGEN_LPIPS_WEIGHTS") and min(x.shape[-2:]) >= 32:  # never a download; AlexNet needs 32 px
+    if invgen.metrics.lpips_available() and min(x.shape[-2:]) >= 32:  # shipped backbone, no download; >= 32 px
         out["lpips_samples"] = float(invgen.metrics.lpips(flat, ref).mean())
     return out
 

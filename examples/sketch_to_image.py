@@ -11,7 +11,7 @@ samples towards images whose edges match the drawing. Reported per method:
   conditioning on the sketch buys.
 
 Ground truths are MNIST test images when ``INVGEN_DATA`` is set, else unconditional DDIM samples of
-``diffusion-mnist`` (fixed seed). LPIPS is reported only when ``INVGEN_LPIPS_WEIGHTS`` is set.
+``diffusion-mnist`` (fixed seed). LPIPS uses the AlexNet backbone shipped with invgen (no setup).
 
 Run::
 
@@ -50,13 +50,13 @@ def ground_truth(prior: object, n: int, seed: int) -> tuple[torch.Tensor, str]:
 
 
 def scores(samples: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
-    """PSNR / SSIM of the posterior mean, and LPIPS of the samples where its weights are configured."""
+    """PSNR / SSIM of the posterior mean, and LPIPS of the samples (backbone shipped with invgen)."""
     mean = samples.mean(0)
     out = {
         "psnr_mean": float(invgen.metrics.psnr(mean, x).mean()),
         "ssim_mean": float(invgen.metrics.ssim(mean, x).mean()),
     }
-    if os.environ.get("INVGEN_LPIPS_WEIGHTS"):  # never a download
+    if invgen.metrics.lpips_available():  # the backbone shipped with invgen (or INVGEN_LPIPS_WEIGHTS); no download
         flat = samples.reshape(-1, *x.shape[1:])
         out["lpips_samples"] = float(invgen.metrics.lpips(flat, x.repeat(samples.shape[0], 1, 1, 1)).mean())
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -11,10 +12,14 @@ from torch import Tensor
 
 from invgen import registry
 from invgen.checks import check_tensor
+from invgen.defaults import default_solver
 from invgen.errors import DivergenceError, NonFiniteError, ShapeError
+from invgen.estimate import estimate_cost, expected_calls, is_large, progress_bar
 from invgen.operators.base import Operator
 from invgen.priors.base import capabilities_of
 from invgen.solvers.base import Solver, divergence_advice
+
+_log = logging.getLogger("invgen")
 
 
 def operator(name: str, **kwargs: Any) -> Operator:
@@ -95,7 +100,9 @@ class Posterior:
         nfe: number of prior evaluations (network calls, each batched over samples and items).
         seconds: wall-clock time of the solver.
         solver: the solver's config (name and options).
-        extras: solver-specific figures (e.g. ``acceptance_rate``).
+        extras: solver-specific figures (e.g. ``acceptance_rate``); from :func:`solve` also ``default_solver`` (the
+            solver it chose and why, when none was named) and, for a large problem, ``estimate`` and
+            ``estimated_seconds`` (its estimated time and memory).
         flagged: ``(N, B)`` booleans, True for a sample left out of ``mean`` and ``std``; None (the default for a
             Posterior built by hand) or all False: every sample counts.
         warnings: one human-readable line per flagged sample (item, sample, residual against its siblings').
@@ -221,9 +228,10 @@ class _CountingPrior:
 
     _COUNTED = ("denoise", "score", "log_prob", "decode", "encode")
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, tick: Any = None) -> None:
         self._inner = inner
         self.nfe = 0
+        self._tick = tick  # called after each counted call (a progress bar's update), or None
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._inner, attr)
@@ -231,19 +239,13 @@ class _CountingPrior:
 
             def counted(*args: Any, **kwargs: Any) -> Any:
                 self.nfe += 1
-                return value(*args, **kwargs)
+                out = value(*args, **kwargs)
+                if self._tick is not None:
+                    self._tick(1)
+                return out
 
             return counted
         return value
-
-
-def _default_solver(caps: frozenset[str]) -> str:
-    preference = ("mala", "dps", "latent_map", "ula", "tikhonov")
-    solvers = registry.entries("solvers")
-    for name in preference:
-        if name in solvers and set(solvers[name].meta.get("needs", ())) <= caps:
-            return name
-    return "tikhonov"
 
 
 def solve(
@@ -253,6 +255,7 @@ def solve(
     solver: str | Solver | None = None,
     n_samples: int = 1,
     seed: int | None = None,
+    progress: bool | None = None,
     **solver_options: Any,
 ) -> Posterior:
     """Sample the posterior p(x | y) of an inverse problem.
@@ -261,11 +264,21 @@ def solve(
         y: the observation, shaped as ``operator`` produces it (``(B, C', H', W')``, or ``(B, m)`` for sensing).
         operator: the forward operator with its noise model (``invgen.operator(...)``).
         prior: a prior object or a registered prior name; baselines (``pinv``, ``tikhonov``, ``tv``) need none.
-        solver: a registered solver name or a :class:`Solver`; by default the first of mala (exact where the prior has a
-            log-density), dps, latent_map, ula that the prior supports, else tikhonov.
+        solver: a registered solver name or a :class:`Solver`; by default (None) one chosen by what the prior and the
+            operator offer (:func:`invgen.defaults.default_solver`): mala for a prior with a score and a log-density;
+            for a denoiser, ddnm at 50 steps on a linear operator with an SVD, diffpir at 50 steps on other operators
+            with Gaussian noise, dps at 250 steps otherwise; latent_map for a generator; ula for a score; tikhonov
+            without a prior. ``**solver_options`` apply over the default's (``steps=20`` works). The choice is in
+            ``post.extras["default_solver"]`` and logged at INFO level on the ``invgen`` logger (silent unless
+            logging is configured).
         n_samples: N posterior samples per observation, batched into one call of the prior per step.
         seed: seed of the solver's random generator (None: drawn from torch's global generator).
-        **solver_options: options of the solver (only with a solver name).
+        progress: show a progress bar over the network calls (tqdm, on stderr); None (default): only for a large
+            problem, one whose network call carries more than ``invgen.estimate.LARGE_PIXELS`` (1e6) pixels. A large
+            problem also logs a warning with its estimated time and memory (:func:`invgen.estimate.estimate_cost`:
+            one timed network call on a crop, scaled by pixels, samples and steps), kept in
+            ``post.extras["estimate"]``.
+        **solver_options: options of the solver (with a solver name, or over the default's).
 
     Returns:
         A :class:`Posterior` with ``samples`` of shape ``(N, B, C, H, W)``; samples far off the data are flagged
@@ -294,8 +307,12 @@ def solve(
             )
     else:
         caps = frozenset()
+    notes: dict[str, Any] = {}
     if solver is None:
-        solver = _default_solver(caps)
+        choice = default_solver(caps, operator)
+        solver, solver_options = choice.name, {**choice.options, **solver_options}
+        notes["default_solver"] = choice.describe(solver_options)
+        _log.info("solver: %s", notes["default_solver"])
     if isinstance(solver, str):
         solver = globals()["solver"](solver, **solver_options)
     elif solver_options:
@@ -304,7 +321,16 @@ def solve(
         raise TypeError(f"solver: expected a name or an invgen Solver, got {type(solver).__name__}")
     generator = torch.Generator(device=y.device)
     generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    counted = _CountingPrior(prior) if prior is not None else None
+    x_shape = tuple(operator.input_shape(tuple(y.shape)))
+    large = len(x_shape) == 4 and is_large(x_shape, n_samples)
+    if large and prior is not None:
+        estimate = estimate_cost(prior, solver, x_shape, n_samples, y.device)
+        if estimate is not None:
+            notes["estimate"] = estimate.describe()
+            notes["estimated_seconds"] = estimate.seconds
+            _log.warning("%s", notes["estimate"])
+    bar = progress_bar(expected_calls(solver), solver.name) if (progress or (progress is None and large)) else None
+    counted = _CountingPrior(prior, bar.update if bar is not None else None) if prior is not None else None
     if counted is not None:
         counted.capabilities = caps  # type: ignore[attr-defined]
     if y.device.type == "cuda":
@@ -323,6 +349,9 @@ def solve(
             f"{divergence_advice(solver.name)}",
             solver=solver.name,
         ) from err
+    finally:
+        if bar is not None:
+            bar.close()
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     seconds = time.perf_counter() - t0
@@ -343,7 +372,7 @@ def solve(
         )
     flagged, warnings = flag_samples(samples, operator, y)
     nfe = counted.nfe if counted is not None else 0
-    return Posterior(samples, nfe, seconds, solver.config(), extras, flagged=flagged, warnings=warnings)
+    return Posterior(samples, nfe, seconds, solver.config(), {**extras, **notes}, flagged=flagged, warnings=warnings)
 
 
 class _NoPrior:

@@ -136,7 +136,9 @@ def _parse_value(text: str) -> object:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     """``invgen solve``: sample the posterior of one image and write samples, mean, std, contact sheet, metrics."""
-    from invgen.errors import InvgenError
+    import logging
+
+    from invgen.errors import DivergenceError, InvgenError
     from invgen.tasks import TaskOptions, solve_image
 
     parsed: dict[str, dict[str, Any]] = {"option": {}, "prior_option": {}}
@@ -155,21 +157,39 @@ def cmd_solve(args: argparse.Namespace) -> int:
         mask_seed=args.mask_seed, blur=args.blur, blur_sigma=args.blur_sigma, blur_size=args.blur_size,
         threshold=args.threshold, noise=args.noise,
     )  # fmt: skip
+    # what solve() logs on the "invgen" logger (the default solver it chose, a large problem's estimated time and
+    # memory) is printed as it happens; the progress bar over the network calls goes to stderr
+    log = logging.getLogger("invgen")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     try:
         info = solve_image(
             args.image, args.task, args.prior, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
             degrade=args.degrade, reference=args.reference, options=options, solver_options=solver_options,
-            prior_options=parsed["prior_option"], device=args.device,
+            prior_options=parsed["prior_option"], device=args.device, progress=not args.no_progress,
         )  # fmt: skip
+    except DivergenceError as exc:  # the run failed, not the command line: say what to change, no traceback
+        print(f"invgen solve: {exc}", file=sys.stderr)
+        return 1
     except (InvgenError, FileNotFoundError, TypeError, ValueError) as exc:
         print(f"invgen solve: {exc}", file=sys.stderr)
         return 2
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
     line = f"{info['solver']['name']} on {info['prior']}: {info['n_samples']} samples, {info['nfe']} NFE, "
     line += f"{info['seconds']:.2f} s -> {args.out}"
     if "metrics" in info:
         m = info["metrics"]["mean"]
         line += " | mean: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items())
     print(line)
+    for warning in info["warnings"]:  # samples far off the data: flagged, left out of the mean and std
+        print(f"warning: {warning}")
     return 0
 
 
@@ -321,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample p(x | y) for one image file. IMAGE is the observation y, or with --degrade a clean image "
         "that the task's operator degrades first (seeded). Writes sample_XXX.png, mean.png, std.png (divided by its "
         "max, stored in info.json), observation.png, contact_sheet.png, info.json and, with a reference (or "
-        "--degrade), metrics.json.",
+        "--degrade), metrics.json. Prints the solver it uses when --solver is not given (chosen by what the "
+        "operator offers), samples flagged as far off the data, and for a large problem (over a million pixels per "
+        "network call) the estimated time and memory; a progress bar follows the network calls. Exits 1 if the "
+        "solver diverged (the message names the option to change), 2 for a usage error.",
     )
     p.add_argument(
         "--image",
@@ -331,7 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur"))
     p.add_argument("--prior", required=True, help="a registered prior (invgen plugins)")
-    p.add_argument("--solver", help="a registered solver (default: the best the prior supports)")
+    p.add_argument(
+        "--solver",
+        help="a registered solver (default: chosen by what the prior and the operator offer, and printed: ddnm at 50 "
+        "steps for a linear operator with an SVD, diffpir at 50 for blur and sketch; see docs/defaults.md)",
+    )
     p.add_argument("-n", type=int, default=8, help="posterior samples (default 8)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--degrade", action="store_true", help="IMAGE is clean: apply the task's operator and noise first")
@@ -357,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-size", type=int, help="deblur: the kernel size")
     p.add_argument("--threshold", type=float, default=0.2, help="sketch: the edge threshold of the operator")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the network calls")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser(

@@ -228,6 +228,7 @@ def solve_image(
     metrics: tuple[str, ...] = ("psnr", "ssim", "lpips"),
     device: str = "cpu",
     prior_options: dict[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Solve one image file: read, (degrade), sample, write files; return the summary written to ``info.json``.
 
@@ -236,12 +237,14 @@ def solve_image(
         task: one of :data:`TASKS`.
         prior_name: a registered prior.
         out: output folder (created).
-        solver: a registered solver (default: as :func:`invgen.solve` chooses).
+        solver: a registered solver (default: as :func:`invgen.solve` chooses, by what the operator offers; the
+            choice is in ``info["extras"]["default_solver"]``).
         n_samples: posterior samples N.
         degrade: apply the task's operator (and noise, seeded) to ``image`` first.
         reference: a clean image to score against (``metrics.json``).
         options: task options; solver_options: options of the solver; prior_options: options of the prior's
             factory (``invgen.prior(prior_name, **prior_options)``, e.g. ``{"precision": "bfloat16"}``).
+        progress: a progress bar over the network calls, as in :func:`invgen.solve` (None: for large problems only).
     """
     import invgen
     from invgen.data.sets import read_image
@@ -271,7 +274,14 @@ def solve_image(
         if tuple(x_ref.shape) != tuple(x_shape[1:]):
             raise ShapeError(f"--reference {reference}: shape {tuple(x_ref.shape)}, expected {tuple(x_shape[1:])}")
     post = invgen.solve(
-        y[None].to(device), op, prior, solver=solver, n_samples=n_samples, seed=seed, **(solver_options or {})
+        y[None].to(device),
+        op,
+        prior,
+        solver=solver,
+        n_samples=n_samples,
+        seed=seed,
+        progress=progress,
+        **(solver_options or {}),
     )
     # what is written and scored: the samples clamped to [0, 1] (the metrics refuse anything else); the mean and std
     # leave out the samples that solve() flagged as far off the data (info.json lists them under "warnings")

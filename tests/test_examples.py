@@ -58,13 +58,15 @@ def need_priors(*names: str) -> None:
 
 def test_super_resolution(tmp_path):
     need_priors("diffusion-mnist", "vae-mnist")
-    m = metrics(run_example("super_resolution.py", tmp_path))
+    # no INVGEN_LPIPS_WEIGHTS: LPIPS still comes, from the backbone shipped with invgen
+    m = metrics(run_example("super_resolution.py", tmp_path, drop=("INVGEN_LPIPS_WEIGHTS",)))
     # 2 images x (3 sampler rows + 1 baseline row) of 96-px tiles, at least 6 tiles wide
     check_png(tmp_path / "super_resolution.png", (6 * 100, 8 * 110))
     assert set(m) == {"ddrm/diffusion-mnist", "pigdm/diffusion-mnist", "latent_map/vae-mnist", "pinv", "bicubic"}
     assert all(math.isfinite(v) for r in m.values() for v in r.values())
     assert m["ddrm/diffusion-mnist"]["psnr_mean"] > m["pinv"]["psnr_mean"]
     assert m["pigdm/diffusion-mnist"]["psnr_mean"] > m["pinv"]["psnr_mean"]
+    assert 0 < m["ddrm/diffusion-mnist"]["lpips_samples"] < 1
 
 
 def test_inpainting(tmp_path):

@@ -32,12 +32,16 @@ def test_every_builtin_plugin_is_an_entry_point():
 
 
 def test_readme_commands_are_the_ci_commands():
+    """The README's one setup command (everything its tests need, the template plugin included) and its test command
+    are what .ci/run runs."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    setup = re.search(r"^(pip install -e \"\.\[dev\]\")", readme, re.M)
+    setup = re.search(r"^(pip install -e \"\.\[dev\]\"[^#\n]*?)\s*(#|$)", readme, re.M)
     test = re.search(r"^(python -m pytest)\s", readme, re.M)
     assert setup and test and "invgen demo" in readme
-    assert setup.group(1) in ci and re.search(rf"^{re.escape(test.group(1))}$", ci, re.M)
+    assert "-e examples/plugin_template" in setup.group(1), "the README's setup must install the template plugin"
+    assert re.search(rf"^{re.escape(setup.group(1))}( -q)?$", ci, re.M), (setup.group(1), "not in .ci/run")
+    assert re.search(rf"^{re.escape(test.group(1))}$", ci, re.M)
     assert "INVGEN_DATA" in ci and "INVGEN_LPIPS_WEIGHTS" in ci
 
 
