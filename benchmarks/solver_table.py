@@ -10,6 +10,9 @@ closing matrix shows it for every solver and task.
 Usage:
     invgen bench report diffusion-cpu.sqlite --out REPORT
     python benchmarks/solver_table.py REPORT/results.csv [MORE/results.csv ...] > table.md
+    python benchmarks/solver_table.py A/results.csv B/results.csv --merge diffusion-cpu-new=diffusion-cpu
+        (suites run on the same frozen observations, e.g. new solvers added later: one table per task; a solver
+        present in both keeps the first file's row, and the rows' seconds come from different runs)
 """
 
 from __future__ import annotations
@@ -33,11 +36,15 @@ def _f(row: dict[str, str], key: str) -> float:
     return float(row[key])
 
 
-def tables(rows: list[dict[str, str]]) -> str:
-    """The markdown of the module docstring (groups keyed by suite, dataset, task; the images differ per suite)."""
+def tables(rows: list[dict[str, str]], merge: dict[str, str] | None = None) -> str:
+    """The markdown of the module docstring (groups keyed by suite, dataset, task; the images differ per suite;
+    ``merge`` maps a suite to the one whose groups it joins)."""
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["task"], r["suite"])].append(r)
+        key = (r["dataset"], r["task"], (merge or {}).get(r["suite"], r["suite"]))
+        if any(o["label"] == r["label"] and o["prior"] == r["prior"] for o in groups[key]):
+            continue  # the first file's row wins
+        groups[key].append(r)
     out: list[str] = []
     verdict: dict[tuple[str, str], dict[str, tuple[bool, float]]] = defaultdict(dict)
     for (dataset, task, suite), group in sorted(groups.items()):
@@ -84,8 +91,9 @@ def tables(rows: list[dict[str, str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="results.csv files of `invgen bench report`")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="SUITE=INTO", help="join SUITE's rows into INTO's")
     args = parser.parse_args()
-    print(tables(load(args.results)))
+    print(tables(load(args.results), dict(m.split("=", 1) for m in args.merge)))
 
 
 if __name__ == "__main__":

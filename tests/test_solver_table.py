@@ -48,3 +48,14 @@ def test_margins_and_verdicts(tmp_path):
     assert "| dps-250 | 20.00 ± 0.30 | 0.800 | 0.1800 ± 0.0100 | +0.0300 |" in md
     assert "| mnist / sr4 | yes (-0.050) | **no** (+0.030) |" in md
     assert "| mnist / deblur | - | yes (-0.010) |" in md
+
+
+def test_merge_joins_a_later_suite_into_the_same_tables():
+    m = _module()
+    old = [_row("sr4", "tv", 0.15), _row("sr4", "ddrm", 0.10)]
+    new = [dict(_row("sr4", "mmps", 0.08), suite="s-new"), dict(_row("sr4", "ddrm", 0.5), suite="s-new")]
+    md = m.tables(old + new, {"s-new": "s"})
+    assert md.count("### mnist / sr4") == 1  # one table, not one per suite
+    assert "| mmps | 20.00 ± 0.30 | 0.800 | 0.0800 ± 0.0100 | -0.0700 |" in md
+    assert "0.5000" not in md  # ddrm kept from the first suite's rows
+    assert m.tables(old + new).count("### mnist / sr4") == 2
