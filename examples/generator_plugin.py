@@ -4,8 +4,9 @@ The prior is a tiny MLP decoder ``x = sigmoid(MLP(z))`` on 1x8x8 images, ``z ~ N
 weights: the point is the plumbing, not the images). It follows the built-in families' layout:
 
 * a *weight folder* holds ``config.json`` (what rebuilds the network, and ``image_shape``) and ``model.safetensors``;
-  :func:`invgen.weights.export_weights` writes the latter atomically, :func:`invgen.weights.load_pretrained` reads
-  both back (``(config, state_dict)``, never pickle);
+  :func:`invgen.weights.export_weights` writes the latter atomically, :func:`invgen.weights.write_config` the former
+  with the SHA-256 of the tensors, and :func:`invgen.weights.load_pretrained` reads both back, checked
+  (``(config, state_dict)``, never pickle);
 * the plugin registers a *factory* with its metadata (``capabilities``, ``image_shape`` read from the small
   ``config.json``), so ``invgen plugins`` lists it without loading the weights;
 * :func:`invgen.testing.check_registered` builds it by name and runs the conformance checks against that metadata.
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 import invgen
-from invgen.weights import export_weights, load_pretrained
+from invgen.weights import export_weights, load_pretrained, write_config
 
 PRIOR_NAME = "example-tiny-generator"
 
@@ -89,8 +90,8 @@ def write_weights(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     net = TinyDecoder(config["latent_dim"], config["hidden"], tuple(config["image_shape"]))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=1))
     export_weights(net, folder)  # -> folder / "model.safetensors"
+    write_config(folder, config)  # -> folder / "config.json", with the SHA-256 that loading checks
     return folder
 
 

@@ -64,3 +64,56 @@ class DivergenceError(InvgenError, RuntimeError):
         super().__init__(message)
         self.solver = solver
         self.step = step
+
+
+class WeightsError(InvgenError, ValueError):
+    """A weight folder or file cannot be used: checksum mismatch, truncated, empty or non-safetensors content
+    (pickles are never loaded), NaN/Inf tensors, missing, unexpected or misshapen tensors, or a broken or incomplete
+    ``config.json``. The message names the file and what is wrong.
+
+    Attributes:
+        path: the file (or folder) at fault.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OptionError(InvgenError, TypeError):
+    """An option of a solver, a prior or a noise model is unknown, missing or of the wrong type (``eta="abc"`` for a
+    float option); the message names the option, what it expects and what came.
+
+    Attributes:
+        option: the option's name.
+        owner: what the option belongs to, e.g. ``"solver 'ddim'"``.
+    """
+
+    def __init__(self, message: str, option: str = "", owner: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+        self.owner = owner
+
+
+class DeviceError(InvgenError, ValueError):
+    """A device string that torch does not know (``"gpu"``), or a device this machine lacks (``"cuda"`` without
+    CUDA); the message lists the available devices."""
+
+
+class MemoryLimitError(InvgenError, MemoryError):
+    """A request whose estimated memory exceeds the limit (the machine's memory by default): refused before any
+    allocation, with the estimate, the limit and how to raise it."""
+
+
+class FileError(InvgenError, OSError):
+    """A file or folder given by the user cannot be used: an image that is empty, truncated, not an image, a folder
+    or above the pixel limit; an output folder that cannot be written. The message names the file (an ``OSError``,
+    so ``except OSError`` still catches it).
+
+    Attributes:
+        path: the file or folder at fault.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path

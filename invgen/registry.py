@@ -3,7 +3,11 @@
 Every prior, solver, operator, dataset, metric and trainer reaches invgen through a pluggy hook that receives a
 ``register`` callback; registration stores a *factory* (never a loaded network), so listing what is installed is
 cheap. Plugins are found through the ``invgen`` entry-point group, the built-in families exactly like third-party
-ones. A plugin that raises while it is imported, or while its hook runs, is reported by name and skipped.
+ones. A plugin is reported by name, with the reason, and skipped, while the host keeps working, when it raises
+anything but ``KeyboardInterrupt`` while it is imported or while its hook runs (``sys.exit()`` included), when pluggy
+refuses its hook implementations (an argument the hook does not have), and when it implements a hook invgen does not
+have (a misspelled name; mark a hook of a newer invgen ``@invgen.hookimpl(optionalhook=True)``):
+:func:`plugin_failures` lists them and ``invgen plugins`` prints them.
 
 Example:
     >>> import invgen
@@ -110,7 +114,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class PluginFailure:
-    """A plugin that could not be loaded, or whose hook raised."""
+    """A plugin that could not be loaded, or whose hook raised.
+
+    ``stage`` is ``import`` (loading the entry point raised), ``register`` (pluggy refused the plugin: a hook
+    argument that the hook does not have, an unknown hook name, no hook at all) or ``register_<kind>`` (that hook
+    raised; the plugin's other hooks still count).
+    """
 
     plugin: str
     distribution: str
@@ -119,11 +128,64 @@ class PluginFailure:
     traceback: str
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager that also refuses, at registration, a hook implementation whose name matches no hook spec
+    (pluggy's ``check_pending``, for the one plugin): a misspelled hook would otherwise be ignored without a word.
+    Hooks marked ``optionalhook=True`` are let through (a plugin written for a newer invgen)."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is None:
+            return None
+        unknown = _unknown_hooks(self, plugin)
+        if unknown:
+            self.unregister(plugin)
+            raise pluggy.PluginValidationError(plugin, f"plugin {registered!r}: " + "; ".join(unknown))
+        return registered
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Descriptions of ``plugin``'s hook implementations that match no hook spec (``optionalhook`` ones aside)."""
+    known = [n for n in dir(HookSpecs) if n.startswith("register_")]
+    out = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.has_spec():
+            continue
+        if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+            close = difflib.get_close_matches(caller.name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(
+                f"unknown hook {caller.name!r}{hint}; invgen's hooks are {', '.join(known)} (mark a hook of a newer "
+                "invgen @invgen.hookimpl(optionalhook=True))"
+            )
+    return out
+
+
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
+_loading = False
 _failures: list[PluginFailure] = []
 _distributions: dict[str, str] = {}
 _cache: dict[tuple[str, tuple[int, ...]], tuple[dict[str, Entry], list[PluginFailure]]] = {}
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (pluggy's validation messages span several)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({'' if exc.code is None else repr(exc.code)})"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {'; '.join(lines)}" if lines else type(exc).__name__
+
+
+def _fail(plugin: str, dist: str, stage: str, exc: BaseException, what: str) -> None:
+    """Record and warn about a plugin that is skipped (a one-line reason; the traceback is kept in the failure)."""
+    reason = _one_line(exc)
+    _failures.append(PluginFailure(plugin, dist, stage, reason, traceback.format_exc()))
+    warnings.warn(
+        f"invgen: plugin {plugin!r} from distribution {dist!r} {what} and is skipped ({reason})",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -135,17 +197,26 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken plugin never breaks the host
-            failure = PluginFailure(ep.name, dist, "import", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            _failures.append(failure)
-            warnings.warn(
-                f"invgen: plugin {ep.name!r} from distribution {dist!r} failed to import and is skipped "
-                f"({failure.error})",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit and the like too: a broken plugin never breaks the host
+            _fail(ep.name, dist, "import", exc, "failed to import")
             continue
-        pm.register(plugin, name=ep.name)
+        try:
+            if plugin is None:
+                raise PluginError(f"entry point {ep.value!r} is None")
+            pm.register(plugin, name=ep.name)
+            if not pm.get_hookcallers(plugin):
+                pm.unregister(plugin)
+                raise PluginError(
+                    f"entry point {ep.value!r} implements no invgen hook (are its functions decorated with "
+                    "@invgen.hookimpl?)"
+                )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pluggy's validation errors, an unknown hook, a duplicate plugin
+            _fail(ep.name, dist, "register", exc, "was refused by the plugin manager")
+            continue
         _distributions[ep.name] = dist
 
 
@@ -154,17 +225,27 @@ def plugin_manager() -> pluggy.PluginManager:
 
     It holds the core (operators, solvers, metrics) and every plugin of the ``invgen`` entry-point group.
     Register an in-memory plugin with ``plugin_manager().register(obj, name=...)``; the registries see it at once.
+    A hook implementation whose name matches no hook raises :class:`pluggy.PluginValidationError` there.
     """
-    global _pm
+    global _pm, _loading
     with _lock:
         if _pm is None:
-            pm = pluggy.PluginManager(PROJECT)
-            pm.add_hookspecs(HookSpecs)
-            from invgen import builtin
+            if _loading:  # a plugin called into the registry while it was being imported
+                raise PluginError(
+                    "a plugin used invgen's registry while being imported; look components up in a hook or a "
+                    "factory, not at import time"
+                )
+            _loading = True
+            try:
+                pm = _PluginManager(PROJECT)
+                pm.add_hookspecs(HookSpecs)
+                from invgen import builtin
 
-            pm.register(builtin, name="invgen-core")
-            _distributions["invgen-core"] = "invgen"
-            _load_entry_points(pm)
+                pm.register(builtin, name="invgen-core")
+                _distributions["invgen-core"] = "invgen"
+                _load_entry_points(pm)
+            finally:
+                _loading = False
             _pm = pm
         return _pm
 
@@ -228,16 +309,15 @@ def _registry(kind: str) -> dict[str, Entry]:
                 entries[name] = Entry(kind, name, factory, _p, _d, dict(meta))
 
             try:
-                impl.function(register=register)
-            except Exception as exc:
-                failures.append(
-                    PluginFailure(
-                        plugin_name, dist, f"register_{kind}", f"{type(exc).__name__}: {exc}", traceback.format_exc()
-                    )
-                )
+                impl.function(*[register for _ in impl.argnames])  # as pluggy calls it: the arguments it declares
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit and the like too: a broken plugin never breaks the host
+                reason = _one_line(exc)
+                failures.append(PluginFailure(plugin_name, dist, f"register_{kind}", reason, traceback.format_exc()))
                 warnings.warn(
                     f"invgen: plugin {plugin_name!r} ({dist}) raised in register_{kind} and is skipped for {kind} "
-                    f"({type(exc).__name__}: {exc})",
+                    f"({reason})",
                     RuntimeWarning,
                     stacklevel=3,
                 )

@@ -11,7 +11,7 @@ Local use starts a private Ray instance; a real cluster is reached with ``addres
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from invgen.errors import InvgenError
@@ -28,7 +28,7 @@ def _import_ray() -> Any:
 
 
 def execute_on_ray(
-    blocks: Sequence[Any],
+    blocks: Iterable[Any],
     *,
     address: str | None = None,
     num_cpus: int | None = None,
@@ -39,13 +39,18 @@ def execute_on_ray(
     """Execute blocks as Ray tasks and yield their results as they finish (in completion order).
 
     Args:
-        blocks: :class:`invgen.bench.runner.Block` payloads.
+        blocks: :class:`invgen.bench.runner.Block` payloads, taken from the iterable only as tasks are submitted (at
+            most ``max_in_flight`` ahead), so a runner that claims blocks as they are taken holds no more than that.
         address: a cluster address; None starts (or joins, if ``RAY_ADDRESS`` is set) a local instance.
         num_cpus: CPUs of a locally started instance (default: all).
         max_in_flight: tasks submitted ahead of the results collected (bounds driver memory).
         cpus_per_task, gpus_per_task: the resources each block asks for.
     """
     ray = _import_ray()
+    queue = iter(blocks)
+    first = next(queue, None)
+    if first is None:  # nothing to run: no Ray instance to start
+        return
     started_here = False
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -60,12 +65,17 @@ def execute_on_ray(
         started_here = True
     remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(_execute_in_worker)
     try:
-        pending: list[Any] = []
-        queue = list(blocks)
-        queue.reverse()
-        while queue or pending:
-            while queue and len(pending) < max_in_flight:
-                pending.append(remote.remote(queue.pop()))
+        pending: list[Any] = [remote.remote(first)]
+        more = True
+        while more or pending:
+            while more and len(pending) < max_in_flight:
+                block = next(queue, None)
+                if block is None:
+                    more = False
+                else:
+                    pending.append(remote.remote(block))
+            if not pending:
+                break
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 yield ray.get(ref)

@@ -28,13 +28,14 @@ import csv
 import math
 import os
 import re
+import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from invgen.bench.store import MEAN, Store
+from invgen.bench.store import MEAN, Store, explain
 
 # Grid layout in pixels (tile (r, c) has its top-left corner at (GRID_LABEL_W + GRID_PAD + c * (tile_w + GRID_PAD),
 # GRID_HEADER + r * (tile_h + GRID_PAD)); the footer below the last row holds the std note).
@@ -88,15 +89,24 @@ def higher_is_better(metric: str) -> bool:
 
 # -- loading ------------------------------------------------------------------------------------------------------
 def _open(store_or_path: Store | str | os.PathLike) -> tuple[Store, bool]:
+    """An open store, and whether it was opened here: a path is opened read-only (SQLite ``mode=ro``), so a report
+    never writes to the database, creates no table in it, and refuses a database that is not invgen's."""
     if isinstance(store_or_path, Store):
         return store_or_path, False
     path = Path(store_or_path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no benchmark database at {path}")
-    return Store(path), True
+    return Store(path, readonly=True), True
 
 
 def _load(store: Store, suite: str | None) -> dict[str, Any]:
+    try:
+        return _read(store, suite)
+    except sqlite3.Error as exc:
+        raise explain(store.path, exc) from None
+
+
+def _read(store: Store, suite: str | None) -> dict[str, Any]:
     """Cells of ``suite`` with their complete images and result rows.
 
     Returns a dict with ``cells`` (list of cell dicts with an added ``images`` dict ``image_id -> (nfe, seconds)``
@@ -516,12 +526,12 @@ def write_report(
     """
     db_path = Path(db_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store, _ = _open(db_path)
+    store, _ = _open(db_path)  # first: a bad database leaves no empty report folder behind
     try:
         loaded = _load(store, suite)
     finally:
         store.close()
+    out.mkdir(parents=True, exist_ok=True)
     cells, empty, runs = loaded["cells"], loaded["empty"], loaded["runs"]
     rows = _summarise_cells(cells)
     written: dict[str, list[Path]] = {"markdown": [], "csv": [], "plots": [], "grids": []}

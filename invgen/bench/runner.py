@@ -8,13 +8,20 @@ every finished block and, started again with the same command, runs only the blo
 Executors: ``local`` (in this process, in order) and ``ray`` (each block a Ray task; see
 :mod:`invgen.bench.ray_executor`).
 Both call :func:`execute_block` on the same payload, and only the driver writes to the store.
+
+Several runs of one suite on one database (processes on one machine, or drivers sharing the file) split the work:
+a run claims each block (a lease row, :meth:`Store.claim`) just before computing it, renews its leases while it
+works, and skips blocks that another live run holds; when its own pass is over it waits for those blocks, taking
+over any whose run died (lease expired, or process gone on this host). No block is computed twice and every run
+returns when the whole suite is complete.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.bench.store import MEAN, ImageResult, Store
+from invgen.bench.store import MEAN, ImageResult, LeaseKeeper, Store
 from invgen.bench.suite import Cell, Suite, canonical_hash, load_suite
 from invgen.data.degrade import Frozen, derive_seed, freeze
 
@@ -57,6 +64,9 @@ class BlockResult:
 
 @dataclass
 class RunSummary:
+    """What one run did: ``blocks_run`` (computed here, ``images_run`` images), ``blocks_skipped`` (complete when it
+    started) and ``blocks_by_others`` (completed meanwhile by other runs on the same database)."""
+
     run_id: int
     cells: int
     blocks_run: int
@@ -64,6 +74,7 @@ class RunSummary:
     images_run: int
     seconds: float
     db: Path
+    blocks_by_others: int = 0
 
 
 # -- one block ------------------------------------------------------------------------------------------------------
@@ -257,6 +268,7 @@ def run_suite(
     progress: bool = True,
     ray_address: str | None = None,
     on_block: Callable[[BlockResult], None] | None = None,
+    lease_seconds: float = 60.0,
 ) -> RunSummary:
     """Run (or resume) a suite into the SQLite database ``db``.
 
@@ -269,45 +281,104 @@ def run_suite(
         progress: show a progress bar with ETA.
         ray_address: a Ray cluster address (default: start a local instance, or ``RAY_ADDRESS``).
         on_block: called after each block is stored (tests use it).
+        lease_seconds: how long a claimed block stays reserved without renewal (renewed every third of it while
+            this run lives): the delay after which another run takes over the blocks of a run killed on another host.
+
+    Raises:
+        StoreError: ``db`` is a folder, read-only, damaged, not a database or another program's database.
     """
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     if executor not in ("local", "ray"):
         raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")
+    if not lease_seconds > 0:
+        raise ValueError(f"lease_seconds: expected a positive number of seconds, got {lease_seconds}")
     db = Path(db)
     device = device or suite.device
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir(db)
     t0 = time.perf_counter()
-    frozen = freeze_suite(suite, data_dir)
-    store = Store(db)
-    run_id = store.start_run(suite.name, suite.hash, device)
+    store = Store(db)  # first: a bad database path fails before any work
+    try:
+        frozen = freeze_suite(suite, data_dir)
+        run_id = store.start_run(suite.name, suite.hash, device)
+    except BaseException:
+        store.close()
+        raise
+    owner = f"run {run_id} (pid {os.getpid()} on {platform.node()})"
     status = "failed"
+    counts = {"run": 0, "images": 0, "others": 0}
     try:
         todo, skipped = plan_blocks(suite, store, frozen, device)
-        n_images = sum(len(b.ids) for b in todo)
-        bar = _progress(n_images, f"{suite.name}", progress)
-        if executor == "local":
-            results: Iterator[BlockResult] = (execute_block(b) for b in todo)
-        else:
-            from invgen.bench.ray_executor import execute_on_ray
-
-            results = execute_on_ray(todo, address=ray_address)
+        bar = _progress(sum(len(b.ids) for b in todo), f"{suite.name}", progress)
         titles = {(b.cell_id, b.index): b.title for b in todo}
-        for result in results:
-            save_artifacts(db, result)
-            store.write(result.cell_id, run_id, result.results)
-            if bar is not None:
-                bar.set_postfix_str(titles[(result.cell_id, result.index)], refresh=False)
-                bar.update(len(result.results))
-            if on_block is not None:
-                on_block(result)
+        longest = min(1.0, lease_seconds / 4)  # waiting for other runs' blocks: polls from 20 ms up to this
+        poll = 0.02
+        with LeaseKeeper(db, owner, lease_seconds):
+            pending = todo
+            while pending:
+                busy: list[Block] = []
+                claimed = _claim_each(store, pending, owner, lease_seconds, busy, counts, bar)
+                if executor == "local":
+                    results: Iterator[BlockResult] = (execute_block(b) for b in claimed)
+                else:
+                    from invgen.bench.ray_executor import execute_on_ray
+
+                    results = execute_on_ray(claimed, address=ray_address)
+                for result in results:
+                    save_artifacts(db, result)
+                    store.write(result.cell_id, run_id, result.results, block=result.index)
+                    counts["run"] += 1
+                    counts["images"] += len(result.results)
+                    if bar is not None:
+                        bar.set_postfix_str(titles[(result.cell_id, result.index)], refresh=False)
+                        bar.update(len(result.results))
+                    if on_block is not None:
+                        on_block(result)
+                pending = busy  # held by other live runs: wait for them to finish or die
+                if pending:
+                    time.sleep(poll)
+                    poll = min(2 * poll, longest)
         if bar is not None:
             bar.close()
         status = "done"
     finally:
+        store.release(owner)
         store.end_run(run_id, status)
         store.close()
-    return RunSummary(run_id, len(suite.cells), len(todo), skipped, n_images, time.perf_counter() - t0, db)
+    return RunSummary(
+        run_id,
+        len(suite.cells),
+        counts["run"],
+        skipped,
+        counts["images"],
+        time.perf_counter() - t0,
+        db,
+        counts["others"],
+    )
+
+
+def _claim_each(
+    store: Store,
+    blocks: Iterable[Block],
+    owner: str,
+    seconds: float,
+    busy: list[Block],
+    counts: dict[str, int],
+    bar: Any,
+) -> Iterator[Block]:
+    """Yield the blocks this run claims, one at a time as the executor asks for them; blocks other runs hold go to
+    ``busy``, blocks they completed are counted in ``counts["others"]``."""
+    for block in blocks:
+        state = store.claim(block.cell_id, block.index, block.ids, owner, seconds)
+        if state == "busy":
+            busy.append(block)
+        elif state == "done":
+            counts["others"] += 1
+            if bar is not None:
+                bar.total -= len(block.ids)
+                bar.refresh()
+        else:
+            yield block
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

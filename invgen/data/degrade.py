@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,16 +121,42 @@ def freeze(
         task: ``{"name", "operator", "options", "noise"}``.
         seed: the noise seed.
     """
-    from safetensors.torch import save_file
-
-    import invgen
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = frozen_name(dataset_label, dataset.config(), task, seed)
     path = root / name
     if path.is_file() and name in _manifest(root):
         return load_frozen(path)
+    with _locked(root):  # two runs freezing into one folder: one writes, the other then reads its file
+        if path.is_file() and name in _manifest(root):
+            return load_frozen(path)
+        return _freeze(root, path, name, dataset, dataset_label, task, seed)
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on ``root/manifest.lock`` (``flock``: released by the system if the process dies; no lock
+    where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(root / "manifest.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _freeze(
+    root: Path, path: Path, name: str, dataset: Any, dataset_label: str, task: dict[str, Any], seed: int
+) -> Frozen:
+    from safetensors.torch import save_file
+
+    import invgen
+
     op = build_operator(task)
     tensors: dict[str, Tensor] = {}
     ids = list(dataset.ids)

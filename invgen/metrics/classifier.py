@@ -103,14 +103,16 @@ class Classifier(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> Classifier:
         """Rebuild from ``config.json`` + ``model.safetensors`` in ``folder``; eval mode, frozen."""
-        from safetensors.torch import load_file
+        from invgen.train.verify import CONFIG, SHA_KEY, config_errors, load_state, read_config, read_tensors
 
         folder = Path(folder)
         if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
             raise ClassifierWeightsError(f"{str(folder)!r}: expected config.json and model.safetensors")
-        cfg = json.loads((folder / "config.json").read_text())
-        net = cls(ClassifierConfig.from_dict(cfg["net"]))
-        net.load_state_dict(load_file(str(folder / "model.safetensors")))
+        cfg = read_config(folder)
+        state = read_tensors(folder / "model.safetensors", sha256=(cfg.get(SHA_KEY) or {}).get("model.safetensors"))
+        with config_errors(folder / CONFIG, "the classifier"):
+            net = cls(ClassifierConfig.from_dict(cfg["net"]))
+        load_state(net, state, folder / "model.safetensors")
         return net.to(device).eval().requires_grad_(False)
 
 
@@ -261,6 +263,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from invgen.data import load_dataset
+    from invgen.train.verify import write_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -346,7 +349,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
     tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    config = write_config(out, config)  # records the SHA-256 of model.safetensors
     print(f"test accuracy {test_acc:.4f}, {seconds:.0f}s ({cpu_seconds:.0f}s CPU) -> {out}", file=sys.stderr)
     return config
 
@@ -368,13 +371,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from invgen.train.checkpoint import positive_int
+
     parser = argparse.ArgumentParser(prog="python -m invgen.metrics.classifier", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a classifier and write config.json + model.safetensors to --out")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.0)

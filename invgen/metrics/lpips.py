@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from invgen.checks import check_image, check_range
-from invgen.errors import InvgenError, ShapeError, UnknownNameError
+from invgen.errors import ShapeError, UnknownNameError, WeightsError
 from invgen.metrics.psnr import check_pair
 
 WEIGHTS_ENV = "INVGEN_LPIPS_WEIGHTS"
@@ -41,7 +41,7 @@ _CACHE: dict[tuple[str, str, str | None], torch.nn.Module] = {}
 _LOCK = threading.Lock()
 
 
-class LPIPSWeightsError(InvgenError, RuntimeError):
+class LPIPSWeightsError(WeightsError, RuntimeError):
     """The backbone weights file does not match the network (missing, unexpected or misshapen tensors)."""
 
 
@@ -52,12 +52,15 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
     names, so ``net.slice2.3.weight`` is ``features.3.weight``. Every parameter of the trunk must be in the file,
     with its shape, and the file must hold nothing else.
     """
-    from safetensors.torch import load_file
+    from invgen.train.verify import CONFIG, SHA_KEY, read_config, read_tensors
 
     if not os.path.isfile(path):
         where = f"{WEIGHTS_ENV}={path!r}" if os.environ.get(WEIGHTS_ENV) else f"the shipped LPIPS weights {path!r}"
         raise FileNotFoundError(f"{where}: no such file (expected the LPIPS AlexNet safetensors file)")
-    state = load_file(path)
+    sha = None
+    if Path(path).resolve() == SHIPPED_WEIGHTS.resolve():  # the shipped copy's SHA-256 is in the config beside it
+        sha = (read_config(SHIPPED_WEIGHTS.parent / CONFIG).get(SHA_KEY) or {}).get(SHIPPED_WEIGHTS.name)
+    state = read_tensors(path, sha256=sha)
     targets: dict[str, torch.nn.Parameter] = {}
     for _, block in model.net.named_children():
         for pname, param in block.named_parameters():

@@ -6,6 +6,7 @@ data generator's state) and ``<name>.json`` (step, optimizer hyper-parameters an
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -94,12 +95,15 @@ def load_checkpoint(
     ema: EMA | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (``step``, ``extra``)."""
-    from safetensors.torch import load_file
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (``step``, ``extra``).
+
+    A truncated, empty or non-safetensors tensors file, or a broken JSON file, raises
+    :class:`~invgen.errors.WeightsError` naming the file."""
+    from invgen.train.verify import read_config, read_tensors
 
     path = Path(path)
-    tensors = load_file(str(path.with_suffix(".safetensors")))
-    meta = json.loads(path.with_suffix(".json").read_text())
+    tensors = read_tensors(path.with_suffix(".safetensors"), finite=False)
+    meta = read_config(path.with_suffix(".json"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -144,13 +148,23 @@ def load_pretrained(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config, state_dict)`` of a shipped or trained prior folder: ``config.json`` + safetensors (no pickle).
 
-    ``name`` selects one of the config's ``variants`` (:func:`variant_config`); the weights are the folder's.
+    ``name`` selects one of the config's ``variants`` (:func:`variant_config`); the weights are the folder's. The
+    tensors file is checked before use (:func:`invgen.train.verify.read_tensors`): against the SHA-256 that
+    ``config.json`` records under ``"sha256"`` (when it records one), for truncation and foreign formats, and every
+    tensor for NaN/Inf. Build the network inside :func:`~invgen.train.verify.config_errors` and load the state with
+    :func:`~invgen.train.verify.load_state` to get the same clear errors for the config's keys and the tensors' shapes.
+
+    Raises:
+        WeightsError: naming the file and what is wrong.
     """
-    from safetensors.torch import load_file
+    from invgen.train.verify import CONFIG, SHA_KEY, config_errors, read_config, read_tensors
 
     folder = Path(folder)
-    cfg = variant_config(json.loads((folder / "config.json").read_text()), name)
-    return cfg, load_file(str(folder / weights), device=str(device))
+    raw = read_config(folder)
+    state = read_tensors(folder / weights, device=device, sha256=(raw.get(SHA_KEY) or {}).get(weights))
+    with config_errors(folder / CONFIG, "the variant"):
+        cfg = variant_config(raw, name)
+    return cfg, state
 
 
 class LazyTrainer:
@@ -196,38 +210,82 @@ def register_weight_folders(
     benchmark suites' ``priors: auto`` uses. Each of the config's ``variants`` (:func:`variant_config`) is registered
     too, under its own name, with its own metadata (its ``datasets`` list alone) and the folder's weights.
     """
+    from invgen.errors import PluginError, WeightsError
+    from invgen.train.verify import CONFIG, config_errors, read_config
+
     module, cls = prior_class.split(":")
+    broken: list[str] = []
     for folder in sorted(p for p in Path(weights).glob("*") if (p / "model.safetensors").exists()):
-        base = json.loads((folder / "config.json").read_text())
-        channels = base.get("channels") or (base["image_shape"][0] if base.get("image_shape") else None)  # the net's
-        for name in (folder.name, *base.get("variants", {})):
-            config = variant_config(base, name)
-            trained_on = config.get("training", {}).get("dataset")
-            own = config.get("datasets", [])
-            datasets = tuple(dict.fromkeys([*([trained_on] if trained_on and name == folder.name else []), *own]))
-            shape = tuple(config["image_shape"]) if config.get("image_shape") else None
-            description = describe(config, trained_on or folder.name)
-            if name != folder.name:
-                description += f" (the weights of {folder.name}, used as {name})"
+        try:
+            base = read_config(folder)
+            with config_errors(folder / CONFIG, "the registration"):
+                _register_folder(register, folder, base, module, cls, capabilities, describe, meta)
+        except WeightsError as exc:  # the other folders still register; the hook then reports this one
+            broken.append(str(exc))
+    if broken:
+        raise PluginError(f"{len(broken)} weight folder(s) skipped: " + " | ".join(broken))
 
-            def factory(
-                device: str | torch.device = "cpu", _folder: Path = folder, _name: str = name, **kw: Any
-            ) -> Any:
-                if not (_folder / "model.safetensors").exists():
-                    raise FileNotFoundError(f"the weights of {_name!r} are not shipped in this build ({_folder})")
-                prior_cls = getattr(import_module(module), cls)
-                return prior_cls.from_pretrained(_folder, name=_name, device=device, **kw)
 
-            register(
-                name,
-                factory,
-                capabilities=capabilities,
-                image_shape=shape,
-                channels=channels,
-                datasets=datasets,
-                description=description,
-                **meta,
-            )
+def _register_folder(
+    register: Any,
+    folder: Path,
+    base: dict[str, Any],
+    module: str,
+    cls: str,
+    capabilities: tuple[str, ...],
+    describe: Any,
+    meta: dict[str, Any],
+) -> None:
+    channels = base.get("channels") or (base["image_shape"][0] if base.get("image_shape") else None)  # the net's
+    for name in (folder.name, *base.get("variants", {})):
+        config = variant_config(base, name)
+        trained_on = config.get("training", {}).get("dataset")
+        own = config.get("datasets", [])
+        datasets = tuple(dict.fromkeys([*([trained_on] if trained_on and name == folder.name else []), *own]))
+        shape = tuple(config["image_shape"]) if config.get("image_shape") else None
+        description = describe(config, trained_on or folder.name)
+        if name != folder.name:
+            description += f" (the weights of {folder.name}, used as {name})"
+
+        def factory(device: str | torch.device = "cpu", _folder: Path = folder, _name: str = name, **kw: Any) -> Any:
+            if not (_folder / "model.safetensors").exists():
+                raise FileNotFoundError(f"the weights of {_name!r} are not shipped in this build ({_folder})")
+            prior_cls = getattr(import_module(module), cls)
+            return prior_cls.from_pretrained(_folder, name=_name, device=device, **kw)
+
+        register(
+            name,
+            factory,
+            capabilities=capabilities,
+            image_shape=shape,
+            channels=channels,
+            datasets=datasets,
+            description=description,
+            **meta,
+        )
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (``--steps -1`` and ``--steps 0`` are refused with a usage error)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def add_common_arguments(
@@ -243,15 +301,15 @@ def add_common_arguments(
     import torch as _torch
 
     parser.add_argument("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or folder:PATH")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, required=True, help=steps_help)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--steps", type=positive_int, required=True, help=steps_help)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=checkpoint_every)
     if eval_images is not None:
-        parser.add_argument("--eval-images", type=int, default=eval_images, help=eval_help)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+        parser.add_argument("--eval-images", type=non_negative_int, default=eval_images, help=eval_help)
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if _torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, checkpoint)")
 
@@ -266,12 +324,18 @@ def training_command(family: str) -> str:
     return f"invgen train {family} " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index(family) + 1 :])
 
 
-def export_weights(model: nn.Module, out: str | Path, name: str = "model.safetensors") -> None:
+def export_weights(model: nn.Module, out: str | Path, name: str = "model.safetensors") -> str:
     """Write ``model``'s state dict to ``out/name`` as safetensors, atomically (a temporary file, then rename), so a
-    reader never sees half a file while training exports over it."""
+    reader never sees half a file while training exports over it; returns the file's SHA-256.
+
+    Write the folder's config after it with :func:`invgen.train.verify.write_config`, which records that SHA-256 in
+    ``config.json`` (checked when the folder is loaded)."""
     from safetensors.torch import save_file
+
+    from invgen.train.verify import sha256_file
 
     out = Path(out)
     tmp = out / f"{name}.tmp"
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(out / name)
+    return sha256_file(out / name)

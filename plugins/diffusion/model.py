@@ -181,16 +181,19 @@ class DiffusionPrior(Prior):
         ``docs/perf/results.md``); call ``prior.net.requires_grad_(True)`` to fine-tune.
         """
         from invgen.train.checkpoint import load_pretrained
+        from invgen.train.verify import CONFIG, config_errors, load_state
 
         cfg, state = load_pretrained(folder, weights, device, name)
-        net = UNet(UNetConfig.from_dict(cfg["unet"]))
-        net.load_state_dict(state)
+        with config_errors(Path(folder) / CONFIG, "the UNet"):
+            net = UNet(UNetConfig.from_dict(cfg["unet"]))
+        load_state(net, state, Path(folder) / weights)
         net.requires_grad_(False)
-        shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None
-        prior = cls(net, VPSchedule(**cfg["schedule"]), shape, name or cfg.get("name", "diffusion"))
-        if cfg.get("tile"):
-            prior.tile, prior.tile_overlap = int(cfg["tile"]), int(cfg.get("tile_overlap", 32))
-        prior.clip_denoised = bool(cfg.get("clip_denoised", False))
+        with config_errors(Path(folder) / CONFIG, "the prior"):
+            shape = tuple(cfg["image_shape"]) if cfg.get("image_shape") else None
+            prior = cls(net, VPSchedule(**cfg["schedule"]), shape, name or cfg.get("name", "diffusion"))
+            if cfg.get("tile"):
+                prior.tile, prior.tile_overlap = int(cfg["tile"]), int(cfg.get("tile_overlap", 32))
+            prior.clip_denoised = bool(cfg.get("clip_denoised", False))
         prior = prior.to(device)
         if torch.device(device).type == "cpu":
             prior.channels_last()

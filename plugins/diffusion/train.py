@@ -9,7 +9,6 @@ a progress bar with loss and ETA, and a safetensors + JSON output that :class:`D
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
+from invgen.train.verify import write_config
 from invgen_plugins.diffusion.schedule import VPSchedule, c_noise
 from invgen_plugins.diffusion.unet import UNet, UNetConfig
 
@@ -313,4 +313,4 @@ def _export(out: Path, model: torch.nn.Module, config: dict, step: int, losses: 
         train_seconds=round(seconds, 1),
         losses=losses,
     )
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    write_config(out, cfg)

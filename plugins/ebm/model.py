@@ -152,21 +152,24 @@ class EnergyPrior(Prior):
     ) -> EnergyPrior:
         """Rebuild a trained noise-conditional energy from ``config.json`` + safetensors in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
+        from invgen.train.verify import CONFIG, config_errors, load_state
         from invgen_plugins.diffusion.schedule import SIGMA_MIN, VPSchedule
         from invgen_plugins.ebm.net import EnergyConfig, EnergyUNet
 
         cfg, state = load_pretrained(folder, weights, device, name)
-        net = EnergyUNet(EnergyConfig.from_dict(cfg["energy"]))
-        net.load_state_dict(state)
-        schedule = VPSchedule(**cfg["schedule"])
-        prior = cls(
-            ScaledEnergy(net),
-            tuple(cfg["image_shape"]),
-            sigma_min=SIGMA_MIN,
-            sigma_max=float(schedule.sigmas()[-1]) / 2,
-            schedule=schedule,
-            name=name or cfg.get("name", "ebm"),
-        )
+        with config_errors(Path(folder) / CONFIG, "the energy network"):
+            net = EnergyUNet(EnergyConfig.from_dict(cfg["energy"]))
+        load_state(net, state, Path(folder) / weights)
+        with config_errors(Path(folder) / CONFIG, "the prior"):
+            schedule = VPSchedule(**cfg["schedule"])
+            prior = cls(
+                ScaledEnergy(net),
+                tuple(cfg["image_shape"]),
+                sigma_min=SIGMA_MIN,
+                sigma_max=float(schedule.sigmas()[-1]) / 2,
+                schedule=schedule,
+                name=name or cfg.get("name", "ebm"),
+            )
         return prior.to(device)
 
     def config(self) -> dict[str, Any]:

@@ -212,10 +212,12 @@ class FlowPrior(Prior):
     ) -> FlowPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
+        from invgen.train.verify import CONFIG, config_errors, load_state
 
         cfg, state = load_pretrained(folder, weights, device, name)
-        net = Glow(FlowConfig.from_dict(cfg["flow"]))
-        net.load_state_dict(state)
+        with config_errors(Path(folder) / CONFIG, "the flow"):
+            net = Glow(FlowConfig.from_dict(cfg["flow"]))
+        load_state(net, state, Path(folder) / weights)
         return cls(net.requires_grad_(False), name or cfg.get("name", "flow")).to(device)
 
     def config(self) -> dict:

@@ -15,7 +15,6 @@ image for ``folder:PATH``), the dequantisation noise drawn from fixed seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, non_negative_int, training_command
+from invgen.train.verify import write_config
 from invgen_plugins.flow.model import flow_log_prob
 from invgen_plugins.flow.net import FlowConfig, Glow
 from invgen_plugins.vae.train import load_splits
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-level", type=int, default=6, help="flow steps per level")
     parser.add_argument("--hidden", type=int, default=48, help="feature channels of the coupling networks")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
+    parser.add_argument("--warmup", type=non_negative_int, default=200, help="steps of linear learning-rate warm-up")
     parser.add_argument("--grad-clip", type=float, default=50.0, help="gradient-norm clipping of the bits/dim loss")
 
 
@@ -186,4 +186,4 @@ def _export(
         },
         losses=losses,
     )
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    write_config(out, cfg)

@@ -98,10 +98,12 @@ class GANPrior(Prior):
     ) -> GANPrior:
         """Rebuild from ``config.json`` + safetensors generator weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
+        from invgen.train.verify import CONFIG, config_errors, load_state
 
         cfg, state = load_pretrained(folder, weights, device, name)
-        net = Generator(GANConfig.from_dict(cfg["gan"]))
-        net.load_state_dict(state)
+        with config_errors(Path(folder) / CONFIG, "the generator"):
+            net = Generator(GANConfig.from_dict(cfg["gan"]))
+        load_state(net, state, Path(folder) / weights)
         return cls(net.requires_grad_(False), name or cfg.get("name", "gan")).to(device)
 
     def config(self) -> dict:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
+from invgen.train.verify import write_config
 from invgen_plugins.gan.net import Discriminator, GANConfig, Generator
 from invgen_plugins.vae.train import load_splits, to_unit
 
@@ -239,7 +240,7 @@ def _export(
         losses_columns=["step", "loss_d", "loss_g", "d_real", "d_fake"],
         losses=losses,
     )
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    write_config(out, cfg)
 
 
 def _update_history(out: Path, fd_history: list, step: int, seconds: float) -> None:
@@ -250,4 +251,4 @@ def _update_history(out: Path, fd_history: list, step: int, seconds: float) -> N
         cfg["steps_done"] = step
         cfg["train_seconds"] = round(seconds, 1)
         cfg["sample_quality"]["history"] = fd_history
-        path.write_text(json.dumps(cfg, indent=1))
+        write_config(out, cfg)

@@ -183,10 +183,12 @@ class VAEPrior(Prior):
     ) -> VAEPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle)."""
         from invgen.train.checkpoint import load_pretrained
+        from invgen.train.verify import CONFIG, config_errors, load_state
 
         cfg, state = load_pretrained(folder, weights, device, name)
-        net = ConvVAE(VAEConfig.from_dict(cfg["vae"]))
-        net.load_state_dict(state)
+        with config_errors(Path(folder) / CONFIG, "the VAE"):
+            net = ConvVAE(VAEConfig.from_dict(cfg["vae"]))
+        load_state(net, state, Path(folder) / weights)
         return cls(net.requires_grad_(False), name or cfg.get("name", "vae")).to(device)
 
     def config(self) -> dict:

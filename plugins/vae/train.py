@@ -15,7 +15,6 @@ with the command, steps, seconds and the ELBO of the EMA model on ``--eval-image
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from invgen.train.checkpoint import add_common_arguments, export_weights, training_command
+from invgen.train.checkpoint import add_common_arguments, export_weights, non_negative_int, training_command
+from invgen.train.verify import write_config
 from invgen_plugins.vae.likelihood import discretized_logistic_log_prob
 from invgen_plugins.vae.net import ConvVAE, VAEConfig, kl_standard_normal
 
@@ -97,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--channels", default="16,32,64", help="feature channels per level, image resolution down")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--kl-warmup", type=int, default=2000, help="steps over which the KL weight rises from 0 to 1")
+    parser.add_argument(
+        "--kl-warmup", type=non_negative_int, default=2000, help="steps over which the KL weight rises from 0 to 1"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,4 +214,4 @@ def _export(
         },
         losses=losses,
     )
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    write_config(out, cfg)
