@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from invgen import registry
-from invgen.checks import check_tensor
+from invgen.checks import check_device, check_options, check_tensor
 from invgen.defaults import default_solver
-from invgen.errors import DivergenceError, NonFiniteError, ShapeError
-from invgen.estimate import estimate_cost, expected_calls, is_large, progress_bar
+from invgen.errors import DeviceError, DivergenceError, NonFiniteError, OptionError, ShapeError
+from invgen.estimate import check_memory, estimate_cost, expected_calls, is_large, progress_bar
 from invgen.operators.base import Operator
 from invgen.priors.base import capabilities_of
 from invgen.solvers.base import Solver, divergence_advice
@@ -30,21 +30,50 @@ def operator(name: str, **kwargs: Any) -> Operator:
     """
     noise_cfg = kwargs.get("noise")
     if isinstance(noise_cfg, dict):
+        from invgen.operators.noise import NOISE_MODELS
         from invgen.operators.noise import noise as make_noise
 
         cfg = dict(noise_cfg)
+        if "name" not in cfg:
+            raise OptionError(
+                f"noise: a noise dict needs its 'name' (one of {', '.join(NOISE_MODELS)}), e.g. "
+                f"{{'name': 'gaussian', 'std': 0.05}}; got {noise_cfg!r}",
+                option="noise",
+                owner=f"operator {name!r}",
+            )
         kwargs["noise"] = make_noise(cfg.pop("name"), **cfg)
     return registry.get("operators", name).create(**kwargs)
 
 
 def prior(name: str, **kwargs: Any) -> Any:
-    """Build a registered prior (loading its weights, if any): ``prior("gmm", ...)``."""
-    return registry.get("priors", name).create(**kwargs)
+    """Build a registered prior (loading its weights, if any): ``prior("gmm", ...)``.
+
+    Options are checked against the factory's signature first (unknown names, and values of the wrong type for
+    options annotated ``float``, ``int``, ``bool`` or ``str``: an :class:`~invgen.errors.OptionError`), and a
+    ``device`` against the devices this machine has (:func:`invgen.checks.check_device`), before any weights load.
+    """
+    entry = registry.get("priors", name)
+    check_options(entry.factory, kwargs, f"prior {name!r}")
+    if "device" in kwargs and kwargs["device"] is not None:
+        check_device(kwargs["device"], f"prior {name!r}: device")
+    return entry.create(**kwargs)
 
 
 def solver(name: str, **options: Any) -> Solver:
-    """Build a registered solver with options: ``solver("mala", steps=2000)``."""
-    return registry.get("solvers", name).create(**options)
+    """Build a registered solver with options: ``solver("mala", steps=2000)``.
+
+    An unknown option, or a value of the wrong type for an option annotated ``float``, ``int``, ``bool`` or ``str``
+    (``eta="abc"``), raises an :class:`~invgen.errors.OptionError` (a ``TypeError``) naming the option, the type it
+    expects and what came.
+    """
+    entry = registry.get("solvers", name)
+    try:  # a Solver only holds its configuration: building one without options is free and gives its function
+        fn = getattr(entry.create(), "fn", None)
+    except Exception:  # a plugin's solver that needs options: its own checks apply
+        fn = None
+    if fn is not None:
+        check_options(fn, options, f"solver {name!r}", skip=("prior", "operator", "y", "n_samples", "generator"))
+    return entry.create(**options)
 
 
 def dataset(name: str, **kwargs: Any) -> Any:
@@ -256,6 +285,7 @@ def solve(
     n_samples: int = 1,
     seed: int | None = None,
     progress: bool | None = None,
+    max_memory: int | str | None = None,
     **solver_options: Any,
 ) -> Posterior:
     """Sample the posterior p(x | y) of an inverse problem.
@@ -278,7 +308,20 @@ def solve(
             problem also logs a warning with its estimated time and memory (:func:`invgen.estimate.estimate_cost`:
             one timed network call on a crop, scaled by pixels, samples and steps), kept in
             ``post.extras["estimate"]``.
+        max_memory: refuse, before any allocation, a solve whose state alone (``invgen.estimate.STATE_COPIES``
+            copies of the ``N x B`` images) is estimated above this many bytes (a number or ``"64G"``; ``"off"``:
+            no limit); None (default): ``INVGEN_MAX_MEMORY``, else the total memory of y's device (this machine's RAM
+            or the GPU's). ``n_samples=10**9`` is refused at once with the estimate and the limit.
         **solver_options: options of the solver (with a solver name, or over the default's).
+
+    Dtype and device:
+        y is computed in the prior's dtype: a prior with float32 (float64) parameters, or a ``dtype`` attribute,
+        gets y cast to float32 (float64), so a float64 or float16 observation with a float32 network is computed in
+        float32. A prior without parameters (the analytic ones compute in their input's dtype) and the baselines keep
+        float32 and float64 observations as they come; float16 and bfloat16 observations are computed in float32
+        (the solvers' arithmetic is not made for half precision). The samples have that working dtype. The solve
+        runs on y's device; a prior whose parameters live on another device is refused (``DeviceError``) before
+        any work.
 
     Returns:
         A :class:`Posterior` with ``samples`` of shape ``(N, B, C, H, W)``; samples far off the data are flagged
@@ -287,15 +330,22 @@ def solve(
     Raises:
         DivergenceError: if the solver's state became NaN/Inf or exploded, or a returned sample is not finite; the
             message names the solver and the option to change (step size, guidance scale or steps).
+        MemoryLimitError: if the estimated memory exceeds ``max_memory``.
+        DeviceError: if the prior's parameters are on another device than y.
     """
     if not isinstance(operator, Operator):
         raise TypeError(f"operator: expected an invgen operator (invgen.operator(...)), got {type(operator).__name__}")
     check_tensor(y, "y")
     operator.check_observation(y, "y")
-    if not isinstance(n_samples, int) or n_samples < 1:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected an integer >= 1, got {n_samples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an integer or None, got {seed!r} ({type(seed).__name__})")
     if isinstance(prior, str):
         prior = globals()["prior"](prior)
+    if prior is not None:
+        _check_prior_device(prior, y)
+    y = y.to(working_dtype(prior, y.dtype))
     if prior is not None:
         caps = capabilities_of(prior)
         shape = getattr(prior, "image_shape", None)
@@ -312,16 +362,18 @@ def solve(
         choice = default_solver(caps, operator)
         solver, solver_options = choice.name, {**choice.options, **solver_options}
         notes["default_solver"] = choice.describe(solver_options)
-        _log.info("solver: %s", notes["default_solver"])
     if isinstance(solver, str):
         solver = globals()["solver"](solver, **solver_options)
     elif solver_options:
         raise TypeError("solver options can only be given together with a solver name; configure the Solver instead")
+    if "default_solver" in notes:  # said once its options are known to fit
+        _log.info("solver: %s", notes["default_solver"])
     if not isinstance(solver, Solver):
         raise TypeError(f"solver: expected a name or an invgen Solver, got {type(solver).__name__}")
+    x_shape = tuple(operator.input_shape(tuple(y.shape)))
+    check_memory(x_shape, n_samples, y.dtype, y.device, max_memory)
     generator = torch.Generator(device=y.device)
     generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    x_shape = tuple(operator.input_shape(tuple(y.shape)))
     large = len(x_shape) == 4 and is_large(x_shape, n_samples)
     if large and prior is not None:
         estimate = estimate_cost(prior, solver, x_shape, n_samples, y.device)
@@ -373,6 +425,35 @@ def solve(
     flagged, warnings = flag_samples(samples, operator, y)
     nfe = counted.nfe if counted is not None else 0
     return Posterior(samples, nfe, seconds, solver.config(), {**extras, **notes}, flagged=flagged, warnings=warnings)
+
+
+def _prior_parameters(prior: Any) -> Any:
+    """The floating parameters of a torch-module prior (empty for others and for parameter-free modules)."""
+    if not isinstance(prior, torch.nn.Module):
+        return iter(())
+    return (p for p in prior.parameters() if p.is_floating_point())
+
+
+def working_dtype(prior: Any, y_dtype: torch.dtype) -> torch.dtype:
+    """The dtype :func:`solve` computes in (see its docstring): the prior's ``dtype`` attribute or its parameters'
+    dtype when float32 or float64; else y's dtype, with float16 and bfloat16 raised to float32."""
+    declared = getattr(prior, "dtype", None) if prior is not None else None
+    if not isinstance(declared, torch.dtype):
+        declared = next((p.dtype for p in _prior_parameters(prior)), None)
+    if declared in (torch.float32, torch.float64):
+        return declared
+    return y_dtype if y_dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _check_prior_device(prior: Any, y: Tensor) -> None:
+    """Refuse a prior whose parameters are on another device than y, before any work."""
+    param = next(_prior_parameters(prior), None)
+    if param is None or param.device == y.device:
+        return
+    raise DeviceError(
+        f"y is on {y.device}, but the parameters of prior {getattr(prior, 'name', type(prior).__name__)!r} are on "
+        f"{param.device}: move y with y.to({str(param.device)!r}) (or the prior with prior.to({str(y.device)!r}))"
+    )
 
 
 class _NoPrior:

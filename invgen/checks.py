@@ -6,9 +6,15 @@ range constraint. These helpers raise :mod:`invgen.errors` exceptions that state
 
 from __future__ import annotations
 
+import inspect
+import numbers
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
 
-from invgen.errors import NonFiniteError, RangeError, ShapeError
+from invgen.errors import DeviceError, NonFiniteError, OptionError, RangeError, ShapeError
 
 
 def describe(x: object) -> str:
@@ -143,3 +149,125 @@ def check_latents(z: object, d: int, who: str) -> torch.Tensor:
         got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ShapeError(f"{who}: expected latents of shape (B, {d}), got {got}")
     return z
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use on this machine: ``cpu``, then ``cuda:0``, ``cuda:1``, ... and ``mps`` where
+    present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, else a :class:`DeviceError` listing the available ones.
+
+    Refuses strings torch does not parse (``"gpu"``), ``"cuda"`` without CUDA, a CUDA index beyond the GPUs present
+    (``"cuda:3"`` on one GPU), and other backends that are not available.
+
+    Args:
+        device: a string (``"cpu"``, ``"cuda"``, ``"cuda:1"``), a ``torch.device`` or a CUDA index.
+        name: how the value is called in the message (``"--device"``).
+    """
+    available = ", ".join(available_devices())
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise DeviceError(f"{name}: expected a device name (one of {available}), got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"{name}: expected a device (available here: {available}), got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+            raise DeviceError(
+                f"{name}: got {device!r}, but CUDA is not available on this machine (torch {torch.__version__}, "
+                f"{build}); available devices: {available}"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"{name}: got {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                f"available devices: {available}"
+            )
+        return dev
+    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if callable(is_available) and is_available():
+        return dev
+    raise DeviceError(f"{name}: got {device!r}, but {dev.type} is not available here; available devices: {available}")
+
+
+# the annotation words check_options understands; an option annotated with anything else is not checked
+_KINDS: dict[str, str] = {"float": "a float", "int": "an int", "bool": "a bool", "str": "a string", "None": "None"}
+
+
+def _kinds(annotation: object) -> list[str] | None:
+    """The simple types an annotation allows (``"float | None"`` -> ``["float", "None"]``), or None when it names
+    anything else (tensors, tuples, callables: not checked)."""
+    if isinstance(annotation, type) and annotation.__name__ in _KINDS:
+        return [annotation.__name__]
+    if not isinstance(annotation, str):
+        return None
+    parts = [p.strip() for p in annotation.split("|")]
+    return parts if all(p in _KINDS for p in parts) else None
+
+
+def _fits(value: object, kind: str) -> bool:
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, not to an option that wants a number
+        return False
+    if kind == "int":
+        return isinstance(value, numbers.Integral)
+    if kind == "float":
+        return isinstance(value, numbers.Real)
+    return isinstance(value, (str, os.PathLike))  # a path where a string is annotated is what it means
+
+
+def check_options(fn: Callable[..., Any], options: Mapping[str, Any], owner: str, skip: tuple[str, ...] = ()) -> None:
+    """Check keyword options against ``fn``'s signature before it runs: unknown names, and values whose type does
+    not fit the parameter's annotation (``float``, ``int``, ``bool``, ``str``, ``None`` and their unions; options
+    annotated otherwise, and tensors, devices and dtypes, are not checked; a path counts as a string).
+
+    Args:
+        fn: the function the options go to (a solver's sampler, a prior's factory).
+        options: the options.
+        owner: what the options belong to, for the message (``"solver 'ddim'"``).
+        skip: parameters that are not options (``prior``, ``y``...).
+
+    Raises:
+        OptionError: naming the option, the type it expects and the value that came.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+        return
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        takes = [k for k, p in params.items() if k not in skip and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise OptionError(
+                f"{owner}: unknown option(s) {unknown}; its options are {takes}",
+                option=unknown[0],
+                owner=owner,
+            )
+    for key, value in options.items():
+        p = params.get(key)
+        kinds = _kinds(p.annotation) if p is not None else None
+        torch_value = isinstance(value, (torch.Tensor, torch.device, torch.dtype))  # annotated loosely, often
+        if kinds is None or torch_value or any(_fits(value, k) for k in kinds):
+            continue
+        want = " or ".join(_KINDS[k] for k in kinds)
+        default = f", default {p.default!r}" if p.default is not inspect.Parameter.empty else ""
+        raise OptionError(
+            f"{owner}: option {key} expects {want}{default}, got {value!r} ({type(value).__name__})",
+            option=key,
+            owner=owner,
+        )

@@ -1,7 +1,14 @@
-"""The ``invgen`` command line: ``invgen plugins``, ``invgen demo``, ``invgen check-prior``, ``invgen --version``.
+"""The ``invgen`` command line: ``invgen plugins``, ``invgen demo``, ``invgen solve``, ``invgen train``,
+``invgen bench``, ``invgen check-prior``, ``invgen --version``.
 
 Heavy modules (torch and the plugins) are imported only by the subcommand that needs them, so ``invgen --help``
 and ``invgen --version`` answer at once.
+
+Every command shares one error path (:func:`main`): an invgen error, an ``OSError`` (a missing, unreadable or
+unwritable file), an image that cannot be decoded, a SQLite or JSON error, or a ``TypeError``/``ValueError`` from the
+library's own checks becomes one line on stderr, ``invgen COMMAND: message`` naming the file or option, and exit
+status 2 (1 for a solver that diverged, a run that failed rather than a bad input). ``invgen --debug COMMAND ...``
+also prints the traceback. Output folders are checked for writability before any work.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -111,6 +119,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo (see :mod:`invgen.demo`)."""
+    _check_out(args.out, "--out")
     from invgen.demo import run
 
     return run(out=args.out, seed=args.seed, quick=args.quick)
@@ -121,9 +130,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     from invgen import registry
 
     trainer = registry.get("trainers", args.trainer).create()
-    parser = argparse.ArgumentParser(prog=f"invgen train {args.trainer}", description=trainer.description)
+    parser = _Parser(prog=f"invgen train {args.trainer}", description=trainer.description)
     trainer.add_arguments(parser)
-    return int(trainer.run(parser.parse_args(args.options)) or 0)
+    options = parser.parse_args(args.options)
+    _check_out(getattr(options, "out", None), "--out")
+    return int(trainer.run(options) or 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _memory_size(text: str) -> str:
+    from invgen.estimate import parse_bytes
+
+    try:
+        parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a memory size > 0 such as 64G, 512MiB or 2e9 bytes (or off), got {text!r}"
+        ) from None
+    return text
+
+
+def _check_out(path: object, option: str) -> None:
+    """An output folder must be writable before any work starts (nothing is created here)."""
+    if path is not None:
+        from invgen.files import check_output_dir
+
+        check_output_dir(str(path), option)
 
 
 def _parse_value(text: str) -> object:
@@ -138,17 +198,23 @@ def cmd_solve(args: argparse.Namespace) -> int:
     """``invgen solve``: sample the posterior of one image and write samples, mean, std, contact sheet, metrics."""
     import logging
 
-    from invgen.errors import DivergenceError, InvgenError
-    from invgen.tasks import TaskOptions, solve_image
+    from invgen.errors import OptionError
 
     parsed: dict[str, dict[str, Any]] = {"option": {}, "prior_option": {}}
+    raw: dict[str, dict[str, str]] = {"option": {}, "prior_option": {}}
     for flag, into in parsed.items():
         for item in getattr(args, flag) or []:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                print(f"invgen solve: --{flag.replace('_', '-')} expects KEY=VALUE, got {item!r}", file=sys.stderr)
-                return 2
+                raise OptionError(f"--{flag.replace('_', '-')} expects KEY=VALUE, got {item!r}", option=flag)
             into[key] = _parse_value(value)
+            raw[flag][key] = value
+    _check_out(args.out, "--out")  # before the prior loads or the solver runs
+    from invgen.checks import check_device
+
+    check_device(args.device, "--device")
+    from invgen.tasks import TaskOptions, solve_image
+
     solver_options = parsed["option"]
     if args.steps is not None:
         solver_options["steps"] = args.steps
@@ -171,13 +237,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
             args.image, args.task, args.prior, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
             degrade=args.degrade, reference=args.reference, options=options, solver_options=solver_options,
             prior_options=parsed["prior_option"], device=args.device, progress=not args.no_progress,
+            max_pixels=args.max_pixels, max_memory=args.max_memory,
         )  # fmt: skip
-    except DivergenceError as exc:  # the run failed, not the command line: say what to change, no traceback
-        print(f"invgen solve: {exc}", file=sys.stderr)
-        return 1
-    except (InvgenError, FileNotFoundError, TypeError, ValueError) as exc:
-        print(f"invgen solve: {exc}", file=sys.stderr)
-        return 2
+    except OptionError as exc:  # name the flag that gave the option, as it was typed
+        flag = "prior_option" if exc.owner.startswith("prior") else "option"
+        if exc.option in raw[flag]:
+            given = f"--{flag.replace('_', '-')} {exc.option}={raw[flag][exc.option]}"
+            raise OptionError(f"{given}: {exc}", option=exc.option, owner=exc.owner) from exc
+        raise
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -259,6 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from invgen.bench.report import write_report
 
             out = args.out or (str(args.db) + ".report")
+            _check_out(out, "--out")
             written = write_report(args.db, out, suite=args.suite)
             n = sum(len(v) for v in written.values())
             print(f"wrote {n} files to {out} ({', '.join(f'{len(v)} {k}' for k, v in written.items())})")
@@ -278,7 +346,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from invgen.bench.runner import default_data_dir, freeze_suite, run_suite
 
     db = args.db or f"{suite.name}.sqlite"
+    args.db = db  # named by the error path's message on a database error
     data_dir = args.frozen or default_data_dir(db)
+    if args.bench_command == "degrade" or not Path(data_dir).is_dir():  # a run only reads what is frozen already
+        _check_out(data_dir, "--frozen")
+    if args.bench_command == "run":
+        from invgen.checks import check_device
+
+        check_device(args.device or suite.device, "--device" if args.device else f"the suite's device ({suite.source})")
+        if not Path(db).exists():  # a new database: its folder must take it (the store reports an existing one's state)
+            _check_out(Path(db).parent, "--db")
+        _check_out(args.report, "--report")
     if args.bench_command == "degrade":
         frozen = freeze_suite(suite, data_dir, progress=True)
         print(f"{len(frozen)} frozen observation sets in {data_dir}")
@@ -311,11 +389,13 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="invgen",
-        description="Image inverse problems as posterior sampling with generative priors.",
+        description="Image inverse problems as posterior sampling with generative priors. Errors are one line on "
+        "stderr naming the file or option, with exit status 2 (1: a solver diverged); --debug adds the traceback.",
     )
     parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list priors, solvers, operators and metrics, and where each came from")
@@ -359,12 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a registered solver (default: chosen by what the prior and the operator offer, and printed: ddnm at 50 "
         "steps for a linear operator with an SVD, diffpir at 50 for blur and sketch; see docs/defaults.md)",
     )
-    p.add_argument("-n", type=int, default=8, help="posterior samples (default 8)")
+    p.add_argument("-n", type=_positive_int, default=8, help="posterior samples (default 8)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--degrade", action="store_true", help="IMAGE is clean: apply the task's operator and noise first")
     p.add_argument("--reference", help="a clean image to score against (metrics.json)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="the solver's steps")
+    p.add_argument("--steps", type=_positive_int, help="the solver's steps")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a solver option (repeatable)")
     p.add_argument(
         "--prior-option",
@@ -372,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an option of the prior's factory (repeatable), e.g. precision=bfloat16 for the diffusion priors",
     )
-    p.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std of y on the [0, 1] scale")
+    p.add_argument("--noise", type=_nonnegative_float, default=0.05, help="Gaussian noise std of y on the [0, 1] scale")
     p.add_argument("--scale", type=int, default=4, help="sr: the factor")
     p.add_argument("--sr-kernel", default="block", choices=("block", "bicubic"), help="sr: the downsampling")
     p.add_argument("--mask", default="box", help="inpaint: box, random, freeform, half, or a mask file (1 = seen)")
@@ -383,8 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-sigma", type=float, default=1.5, help="deblur gaussian: the std in pixels")
     p.add_argument("--blur-size", type=int, help="deblur: the kernel size")
     p.add_argument("--threshold", type=float, default=0.2, help="sketch: the edge threshold of the operator")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where to solve: cpu, cuda, cuda:1, mps (checked first)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar over the network calls")
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="refuse input images with more pixels than this (default: INVGEN_MAX_PIXELS, else 8192 x 8192 = "
+        "67108864); checked on the file's header, before decoding",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        type=_memory_size,
+        help="refuse a solve whose estimated memory exceeds SIZE (e.g. 64G; off: no limit; default: "
+        "INVGEN_MAX_MEMORY, else the device's total memory), checked before any allocation",
+    )
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser(
@@ -430,13 +523,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (``invgen solve ... --debug``), without overriding one given before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                if name != "train":  # train's own options follow its name, REMAINDER takes them all
+                    child.add_argument(
+                        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                    )
+                _add_debug(child)
+
+
+def _error_status(exc: BaseException) -> int | None:
+    """The exit status of an error the command reports in one line, or None for one it does not handle (a bug:
+    its traceback is printed)."""
+    import sqlite3
+
+    from invgen.errors import DivergenceError, InvgenError
+
+    if isinstance(exc, DivergenceError):
+        return 1  # the run failed, not the command line: the message says which option to change
+    if isinstance(exc, (InvgenError, OSError, sqlite3.Error, json.JSONDecodeError, TypeError, ValueError)):
+        return 2
+    if type(exc).__name__ == "DecompressionBombError" and type(exc).__module__.startswith("PIL"):
+        return 2
+    return None
+
+
+def _error_line(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line that says what went wrong, naming the file or option where the exception alone does not."""
+    import sqlite3
+
+    from invgen.errors import InvgenError
+
+    text = str(exc) or type(exc).__name__
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, sqlite3.Error):
+        db = getattr(args, "db", None)
+        text = f"{db}: database error ({type(exc).__name__}): {text}" if db else f"database error: {text}"
+    elif isinstance(exc, json.JSONDecodeError):
+        text = f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    elif isinstance(exc, OSError) and not isinstance(exc, InvgenError) and exc.strerror:
+        names = " -> ".join(str(f) for f in (filename, getattr(exc, "filename2", None)) if f is not None)
+        text = f"{names}: {exc.strerror}" if names else exc.strerror  # without Python's "[Errno 2]"
+    elif type(exc).__name__ == "DecompressionBombError":
+        text = f"an image above PIL's decompression-bomb limit: {text}"
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    _add_debug(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        status = _error_status(exc)
+        if status is None:
+            raise
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exception(exc)
+        print(f"invgen {args.command}: {_error_line(exc, args)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,10 +77,113 @@ def format_seconds(s: float) -> str:
 
 
 def format_bytes(n: int) -> str:
-    """``512 MiB``, ``3.1 GiB``."""
+    """``512 MiB``, ``3.1 GiB``, ``22.7 TiB`` (``3 KiB``, ``100 bytes`` below a MiB)."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024**2:
+        return f"{n / 1024:.0f} KiB"
     if n < 1024**3:
         return f"{n / 1024**2:.0f} MiB"
-    return f"{n / 1024**3:.1f} GiB"
+    if n < 1024**4:
+        return f"{n / 1024**3:.1f} GiB"
+    return f"{n / 1024**4:.1f} TiB"
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
+MEMORY_ENV = "INVGEN_MAX_MEMORY"
+
+
+def parse_bytes(value: object, name: str = "max_memory") -> float:
+    """A memory size as bytes: a number, or a string such as ``"64G"``, ``"512 MiB"``, ``"2e9"``; ``"off"`` (or
+    ``inf``) means no limit. Raises ``ValueError`` naming ``name`` for anything else."""
+    import re
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    text = str(value).strip().lower()
+    if text in ("off", "none", "inf", "unlimited"):
+        return float("inf")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)", text)
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and m and m.group(2) in _UNITS:
+        n = float(m.group(1)) * _UNITS[m.group(2)]
+        if n > 0:
+            return n
+    raise ValueError(f"{name}: expected a memory size > 0 such as 64G, 512MiB or 2e9 bytes (or off), got {value!r}")
+
+
+def total_memory(device: torch.device | str = "cpu") -> tuple[int | None, str]:
+    """``(bytes, what)``: the memory of ``device`` (a CUDA GPU's, else this machine's RAM, from psutil when installed
+    or ``os.sysconf``), or ``(None, ...)`` where it cannot be read."""
+    import os
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory), f"the memory of GPU cuda:{index}"
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total), "this machine's RAM"
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "this machine's RAM"
+    except (AttributeError, ValueError, OSError):
+        return None, "unknown"
+
+
+def check_memory(
+    x_shape: tuple[int, ...],
+    n_samples: int,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+    max_memory: object = None,
+    copies: int = STATE_COPIES,
+) -> int:
+    """Refuse, before any allocation, a solve whose state alone would not fit: ``copies`` copies of the ``N * B``
+    images (:data:`STATE_COPIES`: x, x0, noise, gradient, ...), a floor on what any solver needs.
+
+    Args:
+        x_shape: ``(B, C, H, W)`` of the images solved for.
+        n_samples: N.
+        dtype: the working dtype.
+        device: where the solve runs (its memory is the default limit).
+        max_memory: the limit in bytes or as a string (``"64G"``; ``"off"``: none); None: ``INVGEN_MAX_MEMORY``,
+            else the device's total memory (:func:`total_memory`).
+        copies: the image copies a solver keeps.
+
+    Returns:
+        The estimate in bytes.
+
+    Raises:
+        MemoryLimitError: with the estimate, the limit and how to raise it.
+    """
+    import math
+    import os
+
+    from invgen.errors import MemoryLimitError
+
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    estimate = copies * n_samples * math.prod(int(s) for s in x_shape) * itemsize
+    if max_memory is None and os.environ.get(MEMORY_ENV, "").strip():
+        limit, what = parse_bytes(os.environ[MEMORY_ENV], MEMORY_ENV), MEMORY_ENV
+    elif max_memory is not None:
+        limit, what = parse_bytes(max_memory), "max_memory"
+    else:
+        total, what = total_memory(device)
+        limit = float(total) if total is not None else float("inf")
+    if estimate > limit:
+        size = "x".join(str(int(s)) for s in x_shape[1:])
+        raise MemoryLimitError(
+            f"n_samples={n_samples}: the solver's state alone needs an estimated {format_bytes(estimate)} "
+            f"({copies} copies of {n_samples} x {int(x_shape[0])} image(s) of {size} in "
+            f"{str(dtype).replace('torch.', '')}), "
+            f"above the memory limit of {format_bytes(int(limit))} ({what}); ask for fewer samples (or solve in "
+            f"batches), or raise the limit with max_memory= (CLI: --max-memory) or {MEMORY_ENV} (e.g. 512G; off: "
+            "no limit)"
+        )
+    return estimate
 
 
 def expected_calls(solver: Any) -> int | None:
@@ -197,4 +300,3 @@ def progress_bar(total: int | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True, mininterval=0.5)
-

@@ -229,6 +229,8 @@ def solve_image(
     device: str = "cpu",
     prior_options: dict[str, Any] | None = None,
     progress: bool | None = None,
+    max_pixels: int | None = None,
+    max_memory: int | str | None = None,
 ) -> dict[str, Any]:
     """Solve one image file: read, (degrade), sample, write files; return the summary written to ``info.json``.
 
@@ -245,20 +247,28 @@ def solve_image(
         options: task options; solver_options: options of the solver; prior_options: options of the prior's
             factory (``invgen.prior(prior_name, **prior_options)``, e.g. ``{"precision": "bfloat16"}``).
         progress: a progress bar over the network calls, as in :func:`invgen.solve` (None: for large problems only).
+        max_pixels: the most pixels an input image may have (default :func:`invgen.files.max_pixels`).
+        max_memory: the memory limit of :func:`invgen.solve` (None: ``INVGEN_MAX_MEMORY``, else the device's).
+
+    Before any work (no prior is built, nothing is written), the output folder is checked for writability, the
+    device against those of this machine, and the image files are read: a bad one raises a ``FileError`` naming
+    the file (and the option, ``--image`` or ``--reference``).
     """
     import invgen
-    from invgen.data.sets import read_image
+    from invgen.checks import check_device
+    from invgen.files import check_output_dir
 
     options = options or TaskOptions()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out, "out")
+    check_device(device, "device")
+    raw = _read(image, "--image", max_pixels)
+    ref_raw = _read(reference, "--reference", max_pixels) if reference is not None else None
     prior_options = dict(prior_options or {})
     prior_kw = dict(prior_options)
     if _accepts_device(prior_name):
         prior_kw.setdefault("device", device)
     prior = invgen.prior(prior_name, **prior_kw)
     shape = _prior_shape(prior)
-    raw = read_image(image)
     channels = shape[0] if shape is not None else int(raw.shape[0]) if task != "colorize" else 3
     op = build_task(task, options, channels).to(device)
     x_ref: Tensor | None = None
@@ -268,8 +278,8 @@ def solve_image(
         y = op.measure(x_ref[None], generator=gen)[0]
     else:
         y = _as_observation(raw, task, op, shape, str(image))
-    if reference is not None:
-        x_ref = _check_clean(read_image(reference), shape, str(reference))
+    if ref_raw is not None:
+        x_ref = _check_clean(ref_raw, shape, str(reference))
         x_shape = op.input_shape((1, *y.shape))
         if tuple(x_ref.shape) != tuple(x_shape[1:]):
             raise ShapeError(f"--reference {reference}: shape {tuple(x_ref.shape)}, expected {tuple(x_shape[1:])}")
@@ -281,10 +291,12 @@ def solve_image(
         n_samples=n_samples,
         seed=seed,
         progress=progress,
+        max_memory=max_memory,
         **(solver_options or {}),
     )
     # what is written and scored: the samples clamped to [0, 1] (the metrics refuse anything else); the mean and std
     # leave out the samples that solve() flagged as far off the data (info.json lists them under "warnings")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed solve leaves nothing behind
     clamped = post.clamped(0, 1)
     samples = clamped.samples[:, 0].cpu()  # (N, C, H, W)
     mean = clamped.mean[0].cpu()
@@ -349,6 +361,19 @@ def solve_image(
         info["metrics"] = result
     (out / "info.json").write_text(json.dumps(info, indent=1, default=str))
     return info
+
+
+def _read(path: str | os.PathLike, option: str, max_pixels: int | None) -> Tensor:
+    """:func:`invgen.data.sets.read_image`, with the option that named the file in a bad file's message."""
+    from invgen.data.sets import read_image
+    from invgen.errors import FileError
+
+    try:
+        return read_image(path, max_pixels=max_pixels)
+    except FileError as exc:
+        raise FileError(f"{option} {exc}", path=exc.path) from exc
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(exc.errno, f"{option} {path}: no such file (expected an image file)") from exc
 
 
 def _accepts_device(name: str) -> bool:

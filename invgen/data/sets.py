@@ -301,7 +301,7 @@ def resize_short_side(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
-def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
+def read_image(path: str | os.PathLike, channels: int | None = None, *, max_pixels: int | None = None) -> Tensor:
     """Read an image file as float32 ``(C, H, W)`` in [0, 1]; ``skimage:NAME`` reads a scikit-image sample photo
     (:func:`photo`).
 
@@ -309,14 +309,19 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> Tensor:
     C = 3; alpha is dropped. 16-bit data are scaled by 1/65535. ``channels`` forces the result: 3 repeats a gray
     file, 1 takes the ITU-R 601 luma of a colour file.
 
+    A missing file raises ``FileNotFoundError``; a folder, an empty, truncated or non-image file, or an image of more
+    than ``max_pixels`` pixels (default :func:`invgen.files.max_pixels`: ``INVGEN_MAX_PIXELS`` or 8192 x 8192,
+    checked on the header before decoding) a :class:`~invgen.errors.FileError` naming the file
+    (:func:`invgen.files.open_image`).
+
     Shape:
         ``(C, H, W)``, C in {1, 3}.
     """
-    from PIL import Image
+    from invgen.files import open_image
 
     if isinstance(path, str) and path.startswith("skimage:"):
         return _convert_channels(photo(path[len("skimage:") :]), channels)
-    with Image.open(path) as im:
+    with open_image(path, limit=max_pixels) as im:
         mode = im.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
             array = np.asarray(im).astype(np.float32) / 65535.0

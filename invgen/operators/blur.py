@@ -38,6 +38,20 @@ def _user_kernel(kernel: Tensor) -> Tensor:
     return kernel
 
 
+def _check_kernel_sum(kernel: Tensor, source: object) -> None:
+    """Refuse a kernel whose values sum to zero or less: a blur keeps the mean brightness, and such a kernel
+    annihilates (sum 0: y holds no trace of the image's mean, all zeros gives pure noise) or inverts it."""
+    sums = kernel.reshape(kernel.shape[0], -1).sum(dim=1)
+    bad = (sums <= 0).nonzero().flatten().tolist()
+    if bad:
+        which = f"kernel {bad[0]} of {kernel.shape[0]}" if kernel.shape[0] > 1 else "the kernel"
+        raise RangeError(
+            f"blur: expected a kernel whose values sum to a positive number (1 for a blur that keeps the mean "
+            f"brightness), got a sum of {float(sums[bad[0]]):.4g} for {which} ({kernel.shape[-2]}x{kernel.shape[-1]}, "
+            f"from {source}); normalise it with kernel / kernel.sum()"
+        )
+
+
 class Blur(LinearOperator):
     """Circular (periodic) convolution ``y = k * x``, the same kernel for every channel.
 
@@ -48,7 +62,8 @@ class Blur(LinearOperator):
 
     Args:
         kernel: ``"gaussian"``, ``"motion"`` (see :mod:`invgen.operators.kernels`), a kernel tensor ``(kh, kw)`` or
-            per item ``(B, kh, kw)`` (used as given: finite, not renormalised), or a kernel file (``.png``,
+            per item ``(B, kh, kw)`` (used as given: finite, not renormalised; each kernel's values must sum to more
+            than 0, else a ``RangeError``), or a kernel file (``.png``,
             ``.mat``, ``.npy``; see :func:`~invgen.operators.kernels.load_kernel`).
         sigma: ``gaussian``: the standard deviation in pixels (default 1.0).
         size: ``gaussian``: the kernel size (default ``2 * ceil(3 sigma) + 1``); ``motion``: the side (default 15).
@@ -112,6 +127,7 @@ class Blur(LinearOperator):
                 f"blur: option(s) {', '.join(extra)} do not apply to this kernel (it accepts "
                 f"{', '.join(KERNEL_OPTIONS[kind]) or 'no options'})"
             )
+        _check_kernel_sum(k, f"file {str(kernel)!r}" if kind == "file" else f"a {kind} kernel")
         rcond = float(rcond)
         if not 0 <= rcond < 1:
             raise RangeError(f"blur: rcond must lie in [0, 1), got {rcond}")

@@ -193,13 +193,22 @@ def load_kernel(path: str | Path, index: int | None = None, key: str | None = No
         raise FileNotFoundError(f"kernel file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        k = _read_mat(path, index, key)
-    elif suffix == ".npy":
-        k = np.load(path).astype(np.float64)
-    else:
-        from PIL import Image
+        from invgen.errors import FileError
 
-        with Image.open(path) as im:
+        try:
+            k = _read_mat(path, index, key)
+        except (ValueError, TypeError, OSError, EOFError) as exc:
+            if isinstance(exc, FileError) or "kernel file" in str(exc):  # ours: already names the file
+                raise
+            raise FileError(f"{path}: expected a MATLAB .mat kernel file, got one scipy cannot read ({exc})") from exc
+    elif suffix == ".npy":
+        from invgen.files import load_npy
+
+        k = load_npy(path, "kernel").astype(np.float64)
+    else:
+        from invgen.files import open_image
+
+        with open_image(path) as im:
             k = np.asarray(im.convert("L"), dtype=np.float64)
         if k.sum() <= 0:
             raise RangeError(f"kernel file {path.name}: the image is all black")

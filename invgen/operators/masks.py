@@ -247,15 +247,17 @@ def load_mask(path: str | Path) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
     if path.suffix.lower() == ".npy":
-        arr = np.load(path).astype(np.float64)
+        from invgen.files import load_npy
+
+        arr = load_npy(path, "mask").astype(np.float64)
         arr = np.squeeze(arr)
         if arr.ndim != 2:
             raise ShapeError(f"mask file {path.name}: expected a 2-D array (H, W), got shape {arr.shape}")
         if arr.max(initial=0) > 1:
             arr = arr / 255.0
     else:
-        from PIL import Image
+        from invgen.files import open_image
 
-        with Image.open(path) as im:
+        with open_image(path) as im:
             arr = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
     return _as_mask(arr >= 0.5)

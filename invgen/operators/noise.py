@@ -6,12 +6,22 @@ or its closed-form Gaussian pieces, through the operator that carries the model 
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
-from invgen.errors import RangeError, UnknownNameError
+from invgen.errors import OptionError, RangeError, UnknownNameError
+
+
+def _number(value: object, what: str) -> float:
+    """``value`` as a float, else an :class:`OptionError` naming ``what`` and what came."""
+    scalar = isinstance(value, numbers.Real) or (isinstance(value, Tensor) and value.numel() == 1)
+    if isinstance(value, bool) or not scalar:
+        raise OptionError(f"{what}: expected a number, got {value!r} ({type(value).__name__})", option=what)
+    return float(value)
 
 
 class NoiseModel(torch.nn.Module):
@@ -44,7 +54,7 @@ class GaussianNoise(NoiseModel):
 
     def __init__(self, std: float = 0.0) -> None:
         super().__init__()
-        std = float(std)
+        std = _number(std, "gaussian noise: std")
         if not math.isfinite(std) or std < 0:
             raise RangeError(f"gaussian noise: expected a finite std >= 0, got {std}")
         self.std = std
@@ -88,7 +98,7 @@ class PoissonNoise(NoiseModel):
 
     def __init__(self, rate: float = 100.0) -> None:
         super().__init__()
-        rate = float(rate)
+        rate = _number(rate, "poisson noise: rate")
         if not math.isfinite(rate) or rate <= 0:
             raise RangeError(f"poisson noise: expected a finite rate > 0, got {rate}")
         self.rate = rate
@@ -123,4 +133,13 @@ def noise(name: str = "gaussian", **kwargs: float) -> NoiseModel:
     """Build a noise model by name: ``noise("gaussian", std=0.05)`` or ``noise("poisson", rate=100)``."""
     if name not in NOISE_MODELS:
         raise UnknownNameError(f"unknown noise model {name!r} (known: {', '.join(NOISE_MODELS)})")
-    return NOISE_MODELS[name](**kwargs)
+    cls = NOISE_MODELS[name]
+    takes = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+        raise OptionError(
+            f"{name} noise: unknown option(s) {', '.join(unknown)}; it takes {', '.join(takes)}",
+            option=unknown[0],
+            owner=f"{name} noise",
+        )
+    return cls(**kwargs)
