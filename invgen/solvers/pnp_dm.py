@@ -47,8 +47,9 @@ What differs from the reference code (``zihuiwu/PnP-DM-public``):
   (treating ``z`` as slightly less noisy than it is);
 * one independent chain per sample, returning its final ``x``; the reference's main sampler instead keeps 20
   states of one chain after 40 burn-in iterations (its batch sampler returns the final ``x`` of each chain);
-* the reference initialises ``x`` with ``A^+ y`` (SVD operators) or noise; here ``A^+ y`` for every linear operator
-  and ``0.5 + 0.5 n`` (its noise, rescaled) for the others;
+* the reference initialises ``x`` with ``A^+ y`` (SVD operators) or noise; here too: ``A^+ y`` for linear operators
+  with an SVD and ``0.5 + 0.5 n`` (its noise, rescaled) for the others (the undamped pseudo-inverse of a Gaussian
+  blur turns noise 0.05 into values of +-3e4, which the chain does not forget);
 * the Langevin step size is capped at ``rho_k^2 / 10`` so that the chain stays stable for small ``rho_min``
   (inactive with the defaults: ``rho_min^2 / 10 = 2.25e-3``).
 """
@@ -229,7 +230,7 @@ def pnp_dm(
     grid = prior_grid(prior, prior_steps)
     ys = stack_batch(y, n_samples)
     kw = {"dtype": y.dtype, "device": y.device}
-    if getattr(operator, "linear", False):
+    if getattr(operator, "has_svd", False):
         x = operator.pinv(ys)
     else:
         x_shape = tuple(operator.input_shape(tuple(ys.shape)))
