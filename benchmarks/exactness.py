@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -72,6 +73,7 @@ LABELS = {
 
 
 def run(out: str, only: list[str] | None, problems: list[str] | None, threads: int, extra: list[str]) -> None:
+    from invgen.errors import DivergenceError
     from invgen.testing import oracle
 
     torch.set_num_threads(threads)
@@ -100,6 +102,17 @@ def run(out: str, only: list[str] | None, problems: list[str] | None, threads: i
                 continue
             try:
                 r = oracle.evaluate(solver, pname, **options)
+            except DivergenceError as e:  # recorded as diverged (the report's "diverged" cell)
+                results["cells"][key] = {
+                    "solver": solver,
+                    "options": options,
+                    "sw_multiple": math.inf,
+                    "weight_multiple": math.inf,
+                    "diverged": str(e),
+                    "nfe": 0,
+                    "seconds": 0.0,
+                }
+                print(f"{key}: diverged: {e}", file=sys.stderr, flush=True)
             except Exception as e:  # a solver that cannot run a problem is recorded, not fatal
                 results["cells"][key] = {"error": f"{type(e).__name__}: {e}"}
                 print(f"{key}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
