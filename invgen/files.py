@@ -9,6 +9,7 @@ the pixel limit (:func:`max_pixels`), an output folder that cannot be written.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import struct
 import tempfile
@@ -181,3 +182,13 @@ def check_output_dir(path: str | os.PathLike, option: str = "out") -> Path:
             f"{option} {p}: expected a writable folder, but {where} is not writable ({exc.strerror or exc})", path=p
         ) from exc
     return p
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, as 64 lowercase hex digits (read in 1 MiB chunks): the one checksum of data files,
+    frozen observations and weight files."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

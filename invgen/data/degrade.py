@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from invgen.errors import InvgenError
+from invgen.files import sha256_file
 
 
 class FrozenDataError(InvgenError, RuntimeError):
@@ -37,14 +38,6 @@ def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from any printable parts (stable across processes and platforms)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _size_key(shape: tuple[int, ...]) -> str:

@@ -13,7 +13,6 @@ same.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from invgen.data.datasets import DataNotFoundError
 from invgen.errors import InvgenError
+from invgen.files import sha256_file
 
 MANIFEST = Path(__file__).with_name("checksums.json")
 
@@ -43,12 +43,6 @@ def manifest_files(name: str) -> dict[str, str]:
             f"no checksums shipped for dataset {name!r} in {MANIFEST.name}; expected one of {sorted(datasets)}"
         )
     return dict(datasets[name])
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex SHA-256 of a file (no caching)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 _lock = threading.Lock()

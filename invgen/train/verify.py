@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from invgen.errors import WeightsError
+from invgen.files import sha256_file
 
 CONFIG = "config.json"
 SHA_KEY = "sha256"
@@ -46,15 +46,6 @@ CONVERT_COMMAND = "python -m invgen.convert FILE FOLDER"
 SHOWN = 5  # how many offending keys an error lists
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, as 64 lowercase hex digits (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first(items: list[str]) -> str:
