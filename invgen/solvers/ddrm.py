@@ -73,6 +73,15 @@ def spectral_setup(operator: Any, y: Tensor, n_samples: int) -> tuple[tuple[int,
     return tuple(operator.input_shape(tuple(ys.shape))), uty, operator.singulars(uty).expand_as(uty)
 
 
+def spectral_data(uty: Tensor, s: Tensor, sigma_y: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(seen, ybar, nu)``: where ``s > 0``, the observed coordinates ``ybar = U^T y / s`` and their noise std
+    ``nu = sigma_y / s``; elsewhere ``ybar = 0`` and ``nu = inf`` (the data say nothing there)."""
+    seen = s > 0
+    s_safe = torch.where(seen, s, torch.ones_like(s))
+    ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))
+    return seen, ybar, torch.where(seen, sigma_y / s_safe, torch.full_like(s, math.inf))
+
+
 def _check_options(steps: int, eta: float, eta_b: float) -> None:
     check_steps(steps, "ddrm")
     check_unit(eta, "eta", "ddrm")
@@ -119,10 +128,7 @@ def ddrm(
     sigmas = [*prior_sigmas(prior, steps).tolist(), 0.0]
     x_shape, uty, s = spectral_setup(operator, y, n_samples)
     kw = {"dtype": y.dtype, "device": y.device}
-    seen = s > 0
-    s_safe = torch.where(seen, s, torch.ones_like(s))
-    ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))
-    nu = torch.where(seen, sigma_y / s_safe, torch.full_like(s, math.inf))  # spectral noise std of ybar
+    seen, ybar, nu = spectral_data(uty, s, sigma_y)  # nu: spectral noise std of ybar
     nu_safe = torch.where(nu > 0, nu, torch.ones_like(nu)).clamp_max(1e30)
 
     def randn() -> Tensor:

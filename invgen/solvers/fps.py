@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 
 from invgen.solvers.base import linear_gaussian_std, stack_batch, unstack_batch
-from invgen.solvers.ddrm import spectral_setup
+from invgen.solvers.ddrm import spectral_data, spectral_setup
 from invgen.solvers.mcgdiff import evidence_correction
 from invgen.solvers.smc import (
     F64,
@@ -172,10 +172,8 @@ def _fps_svd(
     p = n_pop * b
     x_shape, uty, sv = spectral_setup(operator, y, k * n_pop)
     kw = {"dtype": y.dtype, "device": y.device}
-    seen = sv > 0
-    s_safe = torch.where(seen, sv, torch.ones_like(sv))
-    ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))
-    nu2 = torch.where(seen, (sigma_y / s_safe) ** 2, torch.zeros_like(sv))
+    seen, ybar, nu = spectral_data(uty, sv, sigma_y)
+    nu2 = torch.where(seen, nu**2, torch.zeros_like(sv))
     shape = uty.shape[1:]
 
     def randn(n: int) -> Tensor:

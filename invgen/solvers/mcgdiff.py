@@ -76,7 +76,7 @@ import torch
 from torch import Tensor
 
 from invgen.solvers.base import unstack_batch
-from invgen.solvers.ddrm import check_svd_problem, spectral_setup
+from invgen.solvers.ddrm import check_svd_problem, spectral_data, spectral_setup
 from invgen.solvers.smc import (
     F64,
     Weights,
@@ -196,10 +196,7 @@ def mcgdiff(
     b = y.shape[0]
     x_shape, uty, sv = spectral_setup(operator, y, k * n_pop)
     kw = {"dtype": y.dtype, "device": y.device}
-    seen = sv > 0
-    s_safe = torch.where(seen, sv, torch.ones_like(sv))
-    ybar = torch.where(seen, uty / s_safe, torch.zeros_like(uty))
-    nu = torch.where(seen, sigma_y / s_safe, torch.full_like(sv, math.inf))
+    seen, ybar, nu = spectral_data(uty, sv, sigma_y)
 
     def randn() -> Tensor:
         return torch.randn(uty.shape, generator=generator, **kw)
