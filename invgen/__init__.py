@@ -42,6 +42,7 @@ _LAZY = {
     "make_sketch": "invgen.operators.sketch",
     "metrics": "invgen.metrics",
     "errors": "invgen.errors",
+    "priors": "invgen.priors",
 }
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "operator",
     "plugin_manager",
     "prior",
+    "priors",
     "solve",
     "solver",
 ]
@@ -85,7 +87,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from invgen import errors, metrics
+    from invgen import errors, metrics, priors
     from invgen.api import (
         Posterior,
         compatible_solvers,

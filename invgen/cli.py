@@ -42,6 +42,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     metrics = registry.entries("metrics")
     datasets = registry.entries("datasets")
     trainers = registry.entries("trainers")
+    converters = registry.entries("converters")
 
     def usable(caps: frozenset[str]) -> list[str]:
         return sorted(n for n, e in solvers.items() if set(e.meta.get("needs", ())) <= caps)
@@ -79,6 +80,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         "metrics": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(metrics.items())},
         "datasets": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(datasets.items())},
         "trainers": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(trainers.items())},
+        "converters": {
+            n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(converters.items())
+        },
         "failed": [
             {"plugin": f.plugin, "distribution": f.distribution, "stage": f.stage, "error": f.error}
             for f in registry.plugin_failures()
@@ -105,7 +109,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for n, o in report["operators"].items():
         kind = "linear" if o["linear"] else "nonlinear"
         print(f"  {n:<24} {kind:<10} from {o['distribution']}  {o['description']}")
-    for title in ("metrics", "datasets", "trainers"):
+    for title in ("metrics", "datasets", "trainers", "converters"):
         if report[title]:
             print(f"\n{title.capitalize()}")
             for n, m in report[title].items():
@@ -125,16 +129,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(out=args.out, seed=args.seed, quick=args.quick)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Run a registered trainer: ``invgen train NAME [trainer options]``."""
+def _run_registered(kind: str, command: str, name: str, argv: list[str]) -> int:
+    """Run a registered trainer or converter: an object with ``description``, ``add_arguments`` and ``run``."""
     from invgen import registry
 
-    trainer = registry.get("trainers", args.trainer).create()
-    parser = _Parser(prog=f"invgen train {args.trainer}", description=trainer.description)
-    trainer.add_arguments(parser)
-    options = parser.parse_args(args.options)
+    tool = registry.get(kind, name).create()
+    parser = _Parser(prog=f"invgen {command} {name}", description=tool.description)
+    tool.add_arguments(parser)
+    options = parser.parse_args(argv)
     _check_out(getattr(options, "out", None), "--out")
-    return int(trainer.run(options) or 0)
+    return int(tool.run(options) or 0)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a registered trainer: ``invgen train NAME [trainer options]``."""
+    return _run_registered("trainers", "train", args.trainer, args.options)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Run a registered checkpoint converter: ``invgen convert NAME [converter options]``."""
+    return _run_registered("converters", "convert", args.converter, args.options)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -209,6 +223,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
                 raise OptionError(f"--{flag.replace('_', '-')} expects KEY=VALUE, got {item!r}", option=flag)
             into[key] = _parse_value(value)
             raw[flag][key] = value
+    prior_name, prior_path = split_prior(args.prior)
+    if prior_path and "path" in parsed["prior_option"]:
+        raise OptionError(f"--prior {args.prior} and --prior-option path=... both give a path; give one", option="path")
+    parsed["prior_option"].update(prior_path)
     _check_out(args.out, "--out")  # before the prior loads or the solver runs
     from invgen.checks import check_device
 
@@ -234,7 +252,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     log.propagate = False
     try:
         info = solve_image(
-            args.image, args.task, args.prior, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
+            args.image, args.task, prior_name, args.out, solver=args.solver, n_samples=args.n, seed=args.seed,
             degrade=args.degrade, reference=args.reference, options=options, solver_options=solver_options,
             prior_options=parsed["prior_option"], device=args.device, progress=not args.no_progress,
             max_pixels=args.max_pixels, max_memory=args.max_memory,
@@ -317,6 +335,16 @@ def cmd_check_prior(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def split_prior(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME`` or ``NAME:PATH`` (a prior built from a folder, e.g. ``adm:weights/ffhq256``) -> name and options."""
+    name, sep, path = text.partition(":")
+    if not sep:
+        return text, {}
+    if not name or not path:
+        raise ValueError(f"--prior: expected NAME or NAME:PATH (e.g. adm:ffhq256-adm), got {text!r}")
+    return name, {"path": path}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``invgen bench validate|plan|degrade|run|report``."""
     from invgen.bench.suite import SuiteError, load_suite
@@ -331,7 +359,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             n = sum(len(v) for v in written.values())
             print(f"wrote {n} files to {out} ({', '.join(f'{len(v)} {k}' for k, v in written.items())})")
             return 0
-        suite = load_suite(args.suite)
+        prior = None
+        if getattr(args, "prior", None):
+            name, options = split_prior(args.prior)
+            prior = {"name": name, "options": options} if options else {"name": name}
+        suite = load_suite(args.suite, prior=prior)
     except SuiteError as exc:
         print(f"invgen bench: {exc}", file=sys.stderr)
         return 2
@@ -416,6 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "convert",
+        help="convert a foreign checkpoint (e.g. adm: a guided-diffusion .pt) into a safetensors weight folder: "
+        "invgen convert NAME --help lists the converter's options",
+        add_help=False,
+    )
+    p.add_argument("converter", help="a registered converter (see invgen plugins)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of the converter")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
         "solve",
         help="sample the posterior of one image: samples, mean, std map, contact sheet (and metrics.json)",
         description="Sample p(x | y) for one image file. IMAGE is the observation y, or with --degrade a clean image "
@@ -433,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
         "photo (camera, astronaut, coffee, chelsea, coins, moon, ...: offline, they ship with the dependency)",
     )
     p.add_argument("--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur"))
-    p.add_argument("--prior", required=True, help="a registered prior (invgen plugins)")
+    p.add_argument(
+        "--prior",
+        required=True,
+        help="a registered prior (invgen plugins), or NAME:PATH for one built from a folder (adm:DIR, diffusers:DIR)",
+    )
     p.add_argument(
         "--solver",
         help="a registered solver (default: chosen by what the prior and the operator offer, and printed: ddnm at 50 "
@@ -505,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = bench.add_parser(action, help=text)
         q.add_argument("suite", help="a suite file or a shipped suite's name (benchmarks/suites)")
+        q.add_argument(
+            "--prior",
+            help="run every dataset with this prior instead of the suite's: NAME, or NAME:PATH for a prior built from "
+            "a folder (e.g. adm:ffhq256-adm, a converted guided-diffusion checkpoint)",
+        )
         if action in ("degrade", "run"):
             q.add_argument("--db", help="result database (default: ./SUITE.sqlite)")
             q.add_argument("--frozen", help="folder of frozen observations (default: DB.frozen)")
@@ -528,7 +579,7 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
-                if name != "train":  # train's own options follow its name, REMAINDER takes them all
+                if name not in ("train", "convert"):  # their own options follow the name, REMAINDER takes them all
                     child.add_argument(
                         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
                     )

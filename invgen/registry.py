@@ -35,7 +35,7 @@ from invgen.errors import PluginError, UnknownNameError
 
 PROJECT = "invgen"
 ENTRY_POINT_GROUP = "invgen"
-KINDS = ("priors", "solvers", "operators", "datasets", "metrics", "trainers")
+KINDS = ("priors", "solvers", "operators", "datasets", "metrics", "trainers", "converters")
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -94,6 +94,14 @@ class HookSpecs:
     @hookspec
     def register_trainers(self, register: Callable[..., None]) -> None:
         """Register trainers: ``register(name, factory, description=...)``; used by ``invgen train NAME``."""
+
+    @hookspec
+    def register_converters(self, register: Callable[..., None]) -> None:
+        """Register checkpoint converters: ``register(name, factory, description=...)``; used by
+        ``invgen convert NAME``. ``factory()`` returns an object with ``description``, ``add_arguments(parser)`` and
+        ``run(options) -> int`` (like a trainer); a converter reads a foreign checkpoint with
+        ``torch.load(..., weights_only=True)`` only and writes a weight folder (``model.safetensors`` +
+        ``config.json`` with the SHA-256 of both files)."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,15 @@ def test_sketch_to_image(tmp_path):
     assert math.isfinite(dps["psnr_mean"]) and dps["psnr_mean"] > 5
 
 
+def test_deepinv_demosaic(tmp_path):
+    need_priors("diffusion-cifar10")
+    pytest.importorskip("deepinv")
+    m = metrics(run_example("deepinv_demosaic.py", tmp_path))
+    assert {"ddrm", "pinv"} <= {k.split("/")[0] for k in m}, m
+    best = max(r["psnr_mean"] for k, r in m.items() if not k.startswith("pinv"))
+    assert best > m[next(k for k in m if k.startswith("pinv"))]["psnr_mean"] + 5
+
+
 def test_colorization(tmp_path):
     out = run_example("colorization.py", tmp_path)
     if "colorization skipped" in out:  # the script's explicit message: no colour prior and no data for the fallback

@@ -77,7 +77,12 @@ def test_a_linear_operator_without_examples_fails_the_algebra_test():
 # -- the algebra of every registered linear operator -------------------------------------------------------------
 @pytest.mark.parametrize(("name", "kwargs", "shape"), _examples(linear_only=True))
 def test_linear_operator_algebra(name, kwargs, shape):
-    op = _build(name, kwargs, shape)
+    check_linear_algebra(_build(name, kwargs, shape), shape)
+
+
+def check_linear_algebra(op, shape: tuple) -> None:
+    """The algebra of a linear operator on float64 inputs of ``shape``: shapes, adjointness, the pseudo-inverse
+    against the dense one, and the SVD identities where ``op.has_svd`` (also used by tests/test_interop_deepinv.py)."""
     assert op.linear
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g, dtype=torch.float64)

@@ -273,6 +273,10 @@ def test_every_kind_registers_through_its_hook(fresh_registry):
         def register_trainers(self, register):
             register("k-trainer", lambda **o: "trained", description="does nothing")
 
+        @invgen.hookimpl
+        def register_converters(self, register):
+            register("k-converter", lambda **o: "converted", description="does nothing")
+
     invgen.plugin_manager().register(AllKinds(), name="all-kinds")
     for kind in registry.KINDS:
         entry = registry.get(kind, f"k-{kind[:-1]}")
@@ -281,3 +285,4 @@ def test_every_kind_registers_through_its_hook(fresh_registry):
     metric = registry.get("metrics", "k-metric").factory
     assert metric(torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)).tolist() == [1.0, 1.0]
     assert registry.get("trainers", "k-trainer").create() == "trained"
+    assert registry.get("converters", "k-converter").create() == "converted"

@@ -300,24 +300,37 @@ def find_suite(name_or_path: str | os.PathLike) -> Path:
     raise SuiteError(f"no suite file {str(name_or_path)!r} (neither a file nor a shipped suite: {known})")
 
 
-def load_suite(path_or_text: str | os.PathLike, *, text: str | None = None) -> Suite:
-    """Read and validate a suite (a file path, a shipped suite's name, or ``text=`` with a source name)."""
+def load_suite(
+    path_or_text: str | os.PathLike, *, text: str | None = None, prior: dict[str, Any] | None = None
+) -> Suite:
+    """Read and validate a suite (a file path, a shipped suite's name, or ``text=`` with a source name).
+
+    ``prior`` (``{"name": ..., "options": {...}}``) replaces the priors of every dataset: how a suite written for
+    a user's checkpoint (e.g. ``ffhq256`` with ``adm``) runs with another one (``invgen bench run SUITE --prior``).
+    """
     if text is None:
         path = find_suite(path_or_text)
         source, text = str(path), path.read_text()
     else:
         source = str(path_or_text)
-    return parse_suite(text, source)
+    return parse_suite(text, source, prior=prior)
 
 
-def parse_suite(text: str, source: str = "<suite>") -> Suite:
-    """Validate a suite's YAML text; raise :class:`SuiteError` with the line of the first problem."""
+def parse_suite(text: str, source: str = "<suite>", prior: dict[str, Any] | None = None) -> Suite:
+    """Validate a suite's YAML text; raise :class:`SuiteError` with the line of the first problem.
+
+    ``prior``: as in :func:`load_suite`.
+    """
     from invgen import registry
 
     doc = _Located(source, text)
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error((), f"a suite is a mapping with keys {sorted(TOP_KEYS)}, got {type(data).__name__}")
+    if prior is not None:
+        for d in data.get("datasets") or []:
+            if isinstance(d, dict):
+                d["priors"] = [dict(prior)]
     _keys(doc, data, (), TOP_KEYS, "suite")
     for req in ("name", "datasets", "tasks", "solvers"):
         if req not in data:

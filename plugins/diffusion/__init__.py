@@ -19,6 +19,13 @@ def _diffusers(path: str | Path, device: str = "cpu", dtype=None, **kw):
     return DiffusersPrior.from_pretrained(path, device=device, **kw)
 
 
+def _adm(path: str | Path, **kw):
+    """``invgen.prior("adm", path=DIR)``: a guided-diffusion checkpoint converted by ``invgen convert adm``."""
+    from invgen_plugins.diffusion.adm_prior import load_prior
+
+    return load_prior(path, **kw)
+
+
 def _describe(config: dict, dataset: str) -> str:
     return f"diffusion UNet trained on {dataset}"
 
@@ -35,6 +42,12 @@ def register_priors(register):
         capabilities=("denoiser", "score"),
         description="a pretrained diffusers UNet2DModel + DDPM/DDIM scheduler from a local folder (path=...)",
     )
+    register(
+        "adm",
+        _adm,
+        capabilities=("denoiser", "score"),
+        description="a guided-diffusion (ADM) UNet converted by 'invgen convert adm' (path=DIR); no weights ship",
+    )
 
 
 _Trainer = LazyTrainer(
@@ -45,3 +58,30 @@ _Trainer = LazyTrainer(
 @invgen.hookimpl
 def register_trainers(register):
     register("diffusion", _Trainer, description=_Trainer.description)
+
+
+class _ADMConverter:
+    """``invgen convert adm``: the converter object, its module imported on use."""
+
+    description = (
+        "convert a guided-diffusion (ADM) checkpoint (.pt state dict, read with torch.load(weights_only=True)) into "
+        "a safetensors weight folder for invgen.prior('adm', path=DIR)"
+    )
+
+    def __call__(self) -> _ADMConverter:
+        return self
+
+    def add_arguments(self, parser) -> None:
+        from invgen_plugins.diffusion.adm_convert import ADMConverter
+
+        ADMConverter().add_arguments(parser)
+
+    def run(self, options) -> int:
+        from invgen_plugins.diffusion.adm_convert import ADMConverter
+
+        return ADMConverter().run(options)
+
+
+@invgen.hookimpl
+def register_converters(register):
+    register("adm", _ADMConverter(), description=_ADMConverter.description)

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from invgen.checks import as_sigma, check_image
-from invgen.priors.base import Prior
-from invgen_plugins.diffusion.schedule import VPSchedule
+from invgen.priors.module import ModulePrior
+from invgen.priors.vp import VPSchedule, alphas_cumprod_from_config, linear_schedule_of
 
 INSTALL_HINT = 'the "diffusers" prior needs the diffusers package: pip install "invgen[diffusers]"'
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PARAMETRIZATION = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' names -> from_module's
+__all__ = ["DiffusersPrior", "VPSchedule", "alphas_cumprod_from_config", "import_diffusers"]
 
 
 def import_diffusers() -> Any:
@@ -42,44 +41,7 @@ def import_diffusers() -> Any:
     return diffusers
 
 
-def alphas_cumprod_from_config(cfg: dict[str, Any]) -> Tensor:
-    """``abar_t`` of a DDPM/DDIM scheduler config, computed as diffusers does (float32 betas and cumprod).
-
-    Args:
-        cfg: the scheduler config (``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule`` in
-            ``linear``, ``scaled_linear``, ``squaredcos_cap_v2``, or explicit ``trained_betas``).
-
-    Returns:
-        ``abar_t`` for ``t = 0 .. num_train_timesteps - 1`` as float64 (the float32 values of diffusers, widened).
-
-    Shape:
-        output: ``(num_train_timesteps,)``.
-    """
-    n = int(cfg.get("num_train_timesteps", 1000))
-    start, end = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
-    schedule = cfg.get("beta_schedule", "linear")
-    if cfg.get("rescale_betas_zero_snr", False):
-        raise ValueError(
-            "scheduler config: rescale_betas_zero_snr=True (abar_T = 0, an infinite noise level) is not supported"
-        )
-    if cfg.get("trained_betas") is not None:
-        betas = torch.tensor(cfg["trained_betas"], dtype=torch.float32)
-    elif schedule == "linear":
-        betas = torch.linspace(start, end, n, dtype=torch.float32)
-    elif schedule == "scaled_linear":
-        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
-    elif schedule == "squaredcos_cap_v2":  # the cosine schedule of Nichol & Dhariwal (2021), betas capped at 0.999
-
-        def abar(u: float) -> float:
-            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        betas = torch.tensor([min(1 - abar((i + 1) / n) / abar(i / n), 0.999) for i in range(n)], dtype=torch.float32)
-    else:
-        raise ValueError(f"scheduler config: beta_schedule must be one of {BETA_SCHEDULES}, got {schedule!r}")
-    return torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
-
-
-class DiffusersPrior(Prior):
+class DiffusersPrior(ModulePrior):
     """A pretrained diffusers ``UNet2DModel`` (with its DDPM/DDIM schedule) as a prior on [0, 1] images.
 
     ``denoise(x, sigma)`` is the network's estimate of E[x0 | x0 + sigma n = x]; ``score(x, sigma)`` is Tweedie's
@@ -106,8 +68,6 @@ class DiffusersPrior(Prior):
             whose levels outside ``[sigma_min, sigma_max]`` are clamped as above.
     """
 
-    capabilities = frozenset({"denoiser", "score"})
-
     def __init__(
         self,
         unet: torch.nn.Module,
@@ -116,7 +76,6 @@ class DiffusersPrior(Prior):
         name: str = "diffusers",
         path: str | Path | None = None,
     ) -> None:
-        super().__init__()
         ucfg = unet.config
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -135,103 +94,38 @@ class DiffusersPrior(Prior):
             raise ValueError(
                 f"UNet2DModel: out_channels must equal in_channels ({c_in}) or twice it (learned variance), got {c_out}"
             )
-        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
-        if abar.numel() < 2 or not bool(((abar > 0) & (abar < 1)).all()) or not bool((abar[1:] < abar[:-1]).all()):
-            raise ValueError("alphas_cumprod must be a strictly decreasing sequence in (0, 1) of at least 2 values")
-        self.unet = unet.eval().requires_grad_(False)
+        size = ucfg.get("sample_size")
+        shape = None
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            shape = (c_in, int(h), int(w))
+        super().__init__(
+            unet, PARAMETRIZATION[prediction_type], alphas_cumprod, (-1.0, 1.0), channels=c_in, image_shape=shape,
+            name=name,
+        )  # fmt: skip
         self.prediction_type = prediction_type
         self.learned_variance = c_out == 2 * c_in
-        self.name = name
         self.path = str(path) if path is not None else None
-        self.alphas_cumprod = abar
-        self.schedule: VPSchedule | None = None  # set for linear-beta schedules (the solvers' default timestep grid)
-        self.log_sigmas = (0.5 * torch.log((1 - abar) / abar)).contiguous()  # log s_t on the [-1, 1] scale
-        size = ucfg.get("sample_size")
-        if size is None:
-            self.image_shape = None
-        else:
-            h, w = (size, size) if isinstance(size, int) else tuple(size)
-            self.image_shape = (c_in, int(h), int(w))
-        self.channels = c_in
-        self.sigma_min = float(self.log_sigmas[0].exp()) / 2
-        self.sigma_max = float(self.log_sigmas[-1].exp()) / 2
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The wrapped ``UNet2DModel``."""
+        return self.net
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """``abar_t`` of the training schedule (float64), shape ``(T,)``."""
+        return self.timesteps.alphas_cumprod
+
+    @property
+    def log_sigmas(self) -> Tensor:
+        """``log s_t`` of the training levels on the [-1, 1] scale, shape ``(T,)``."""
+        return self.timesteps.log_sigmas
 
     @property
     def num_train_timesteps(self) -> int:
         """Number of integer training timesteps T (timesteps run from 0 to T - 1)."""
-        return int(self.alphas_cumprod.numel())
-
-    def timestep(self, sigma: float | Tensor) -> Tensor:
-        """The continuous VP timestep of a noise level, clamped to ``[0, T - 1]``.
-
-        ``t`` solves ``sqrt((1 - abar_t) / abar_t) = 2 sigma`` with ``log sqrt((1 - abar_t) / abar_t)`` interpolated
-        linearly between integer timesteps; at a training level it is that level's integer timestep. Levels below
-        ``sigma_min`` give 0 and levels above ``sigma_max`` give ``T - 1``.
-
-        Args:
-            sigma: noise standard deviation(s) on the [0, 1] scale (a float or a tensor).
-
-        Returns:
-            Float64 timesteps on the CPU (the interpolation runs there, in float64, whatever the UNet's device).
-
-        Shape:
-            sigma: any; output: same as ``torch.as_tensor(sigma)``.
-        """
-        s = torch.as_tensor(sigma).detach().to("cpu", torch.float64)
-        ls = self.log_sigmas
-        log_s = torch.log(2.0 * s.clamp_min(0.0)).clamp(ls[0], ls[-1])  # log(0) = -inf clamps to t = 0
-        i = torch.searchsorted(ls, log_s.contiguous()).clamp(1, ls.numel() - 1)
-        lo, hi = ls[i - 1], ls[i]
-        return (i - 1).to(torch.float64) + (log_s - lo) / (hi - lo)
-
-    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """E[x0 | x] for ``x = x0 + sigma n`` from one UNet call.
-
-        Args:
-            x: noisy images on the [0, 1] scale (any real values).
-            sigma: noise standard deviation on the [0, 1] scale, a float or a ``(B,)`` tensor, >= 0.
-
-        Returns:
-            The denoised images on the [0, 1] scale (not clipped), in ``x``'s dtype.
-
-        Shape:
-            x: ``(B, C, H, W)`` with ``(C, H, W) = image_shape``; output: same.
-        """
-        check_image(x, "x", channels=self.channels, size=self.image_shape[1:] if self.image_shape else None)
-        s = 2.0 * as_sigma(sigma, x)  # (B, 1, 1, 1), [-1, 1] scale
-        t = self.timestep(as_sigma(sigma, x[:, :1, :1, :1].detach().double()).reshape(-1))  # float64 sigma for t
-        xm = 2.0 * x - 1.0
-        a = torch.rsqrt(1.0 + s**2)  # sqrt(abar) of the level s
-        b = s * a  # sqrt(1 - abar)
-        p = next(self.unet.parameters())
-        out = self.unet((xm * a).to(p.dtype), t.to(device=p.device, dtype=torch.float32)).sample.to(x.dtype)
-        if self.learned_variance:
-            out = out[:, : self.channels]
-        if self.prediction_type == "epsilon":
-            x0 = xm - s * out
-        elif self.prediction_type == "v_prediction":
-            x0 = a * (xm * a) - b * out
-        else:
-            x0 = out
-        return (x0 + 1.0) / 2.0
-
-    def score(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
-        """Tweedie's score ``(denoise(x, sigma) - x) / sigma^2`` of the sigma-smoothed prior.
-
-        Args:
-            x: noisy images on the [0, 1] scale.
-            sigma: noise standard deviation on the [0, 1] scale, > 0 (a float or a ``(B,)`` tensor).
-
-        Returns:
-            ``grad_x log p_sigma(x)``.
-
-        Shape:
-            x: ``(B, C, H, W)``; output: same.
-        """
-        s = as_sigma(sigma, x)
-        if bool((s <= 0).any()):
-            raise ValueError(f"the diffusers prior's score needs sigma > 0 (use sigma >= {self.sigma_min:.3g})")
-        return (self.denoise(x, s) - x) / s**2
+        return len(self.timesteps)
 
     @classmethod
     def from_pretrained(
@@ -293,13 +187,8 @@ class DiffusersPrior(Prior):
             name=name,
             path=folder,
         )
-        if sched_cfg.get("beta_schedule", "linear") == "linear" and sched_cfg.get("trained_betas") is None:
-            # the solvers' timestep grids (invgen.solvers.schedules.prior_sigmas) then follow this model's schedule
-            prior.schedule = VPSchedule(
-                float(sched_cfg.get("beta_start", 1e-4)),
-                float(sched_cfg.get("beta_end", 0.02)),
-                int(sched_cfg.get("num_train_timesteps", 1000)),
-            )
+        # the solvers' timestep grids (invgen.solvers.schedules.prior_sigmas) follow a linear-beta model's schedule
+        prior.schedule = linear_schedule_of(sched_cfg)
         return prior.to(device)
 
     def config(self) -> dict[str, Any]:

@@ -8,31 +8,13 @@ defines a denoiser at every noise level, and on the [0, 1] image scale the noise
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from invgen.priors.vp import VPSchedule
 
-@dataclass(frozen=True)
-class VPSchedule:
-    """Linear-beta DDPM schedule (Ho et al. 2020): ``beta`` from ``beta_start`` to ``beta_end`` over ``steps``."""
-
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    steps: int = 1000
-
-    def alphas_cumprod(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        betas = torch.linspace(self.beta_start, self.beta_end, self.steps, dtype=torch.float64)
-        return torch.cumprod(1.0 - betas, dim=0).to(dtype)
-
-    def sigmas(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        """VE-equivalent noise levels ``s_t`` on the [-1, 1] scale, increasing with t. Shape ``(steps,)``."""
-        ab = self.alphas_cumprod()
-        return ((1 - ab) / ab).sqrt().to(dtype)
-
-    def to_dict(self) -> dict:
-        return {"beta_start": self.beta_start, "beta_end": self.beta_end, "steps": self.steps}
+__all__ = ["SIGMA_MIN", "VPSchedule", "c_noise"]
 
 
 def c_noise(sigma_m11: Tensor) -> Tensor:
