@@ -161,7 +161,34 @@ OPERATORS: list[tuple[str, str, bool, list[tuple[dict[str, Any], tuple[int, ...]
         [({}, (2, 1, 16, 16))],
         "sketch-to-image: differentiable soft edge map (Sobel magnitude, normalised, soft threshold)",
     ),
+    (
+        "joint",
+        "invgen.operators.joint:joint",
+        True,  # linear when its parts are (these examples); with a nonlinear part it is not (see "exemplar")
+        [
+            ({"operators": [{"name": "inpaint", "mask": "box"}, {"name": "superres", "scale": 2}]}, (2, 1, 8, 8)),
+            ({"operators": [{"name": "colorize"}, {"name": "identity"}]}, (2, 3, 4, 4)),
+        ],
+        "joint observation of several operators (linear when every part is), each with its own noise: y = (y_1, "
+        "..., y_K) flattened, "
+        "log p(y | x) = sum_k log p_k(y_k | x)",
+    ),
 ]
+
+
+def _exemplar_examples() -> list[tuple[dict[str, Any], tuple[int, ...]]]:
+    """Examples of the ``exemplar`` operator: they hold an exemplar image tensor, so they are made when registering."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.rand(3, 12, 20, generator=g)
+    gray = torch.rand(1, 9, 9, generator=g)
+    return [
+        ({"mask": "box", "size": (16, 16), "box_size": 6, "exemplar": rgb}, (2, 3, 16, 16)),
+        ({"mask": "half", "size": (16, 16), "exemplar": rgb, "tau_scale": 2.0}, (1, 1, 16, 16)),
+        ({"mask": "box", "size": (12, 12), "box_size": 4, "position": "random", "exemplar": gray}, (2, 3, 12, 12)),
+    ]
+
 
 METRICS: list[tuple[str, str, bool, str]] = [
     ("psnr", "invgen.metrics.psnr:psnr", True, "peak signal-to-noise ratio in dB (data range 1)"),
@@ -174,6 +201,14 @@ METRICS: list[tuple[str, str, bool, str]] = [
 def register_operators(register: Callable[..., None]) -> None:
     for name, path, linear, examples, description in OPERATORS:
         register(name, _lazy(path), linear=linear, examples=examples, description=description)
+    register(
+        "exemplar",
+        _lazy("invgen.operators.exemplar:exemplar_inpainting"),
+        linear=False,
+        examples=_exemplar_examples(),
+        description="exemplar-guided inpainting (Paint by Example as a posterior): the seen pixels and "
+        "-||phi(box of x) - phi(exemplar)||^2 / (2 tau^2), phi pooled LPIPS-AlexNet features",
+    )
 
 
 # what a solver asks of the operator beyond "any": "linear", or "svd" (linear with a cheap SVD)

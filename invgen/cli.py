@@ -80,9 +80,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         "metrics": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(metrics.items())},
         "datasets": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(datasets.items())},
         "trainers": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(trainers.items())},
-        "converters": {
-            n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(converters.items())
-        },
+        "converters": {n: {"distribution": e.distribution, "plugin": e.plugin} for n, e in sorted(converters.items())},
         "failed": [
             {"plugin": f.plugin, "distribution": f.distribution, "stage": f.stage, "error": f.error}
             for f in registry.plugin_failures()
@@ -168,6 +166,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _nonnegative_float(text: str) -> float:
     import math
 
@@ -239,7 +249,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     options = TaskOptions(
         scale=args.scale, sr_kernel=args.sr_kernel, mask=args.mask, box_size=args.box_size, ratio=args.ratio,
         mask_seed=args.mask_seed, blur=args.blur, blur_sigma=args.blur_sigma, blur_size=args.blur_size,
-        threshold=args.threshold, noise=args.noise,
+        threshold=args.threshold, noise=args.noise, exemplar=args.exemplar, tau_scale=args.tau_scale,
     )  # fmt: skip
     # what solve() logs on the "invgen" logger (the default solver it chose, a large problem's estimated time and
     # memory) is printed as it happens; the progress bar over the network calls goes to stderr
@@ -474,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG/JPEG: the observation, or the clean image with --degrade; skimage:NAME reads a scikit-image sample "
         "photo (camera, astronaut, coffee, chelsea, coins, moon, ...: offline, they ship with the dependency)",
     )
-    p.add_argument("--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur"))
+    p.add_argument(
+        "--task", required=True, choices=("colorize", "sr", "inpaint", "sketch", "denoise", "deblur", "exemplar")
+    )
     p.add_argument(
         "--prior",
         required=True,
@@ -501,7 +513,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=_nonnegative_float, default=0.05, help="Gaussian noise std of y on the [0, 1] scale")
     p.add_argument("--scale", type=int, default=4, help="sr: the factor")
     p.add_argument("--sr-kernel", default="block", choices=("block", "bicubic"), help="sr: the downsampling")
-    p.add_argument("--mask", default="box", help="inpaint: box, random, freeform, half, or a mask file (1 = seen)")
+    p.add_argument(
+        "--mask", default="box", help="inpaint, exemplar: box, random, freeform, half, or a mask file (1 = seen)"
+    )
+    p.add_argument(
+        "--exemplar",
+        metavar="FILE",
+        help="exemplar: the image whose content fills the masked region (any size, gray or RGB; centre-cropped to the "
+        "box's aspect ratio and resized; gray is repeated to RGB, RGB becomes BT.601 luma for a gray prior)",
+    )
+    p.add_argument(
+        "--tau-scale",
+        type=_positive_float,
+        default=1.0,
+        help="exemplar: factor on the calibrated tau of the exemplar likelihood (< 1 pulls harder; default 1)",
+    )
     p.add_argument("--box-size", type=float, help="inpaint box: pixels (>= 1) or a fraction of the side")
     p.add_argument("--ratio", type=float, default=0.7, help="inpaint random: the missing fraction")
     p.add_argument("--mask-seed", type=int, default=0, help="seed of random/freeform masks and motion kernels")

@@ -1,9 +1,14 @@
 """The named tasks of ``invgen solve`` and the files it writes.
 
 A *task* is an operator with its options and noise, described by command-line words: ``colorize``, ``sr``,
-``inpaint``, ``sketch``, ``denoise``, ``deblur``. :func:`build_task` makes the operator; :func:`solve_image` reads
-an observation (or a clean image with ``degrade=True``), samples the posterior and writes each sample, the
-posterior mean, the per-pixel standard deviation, a contact sheet and, with a reference, ``metrics.json``.
+``inpaint``, ``sketch``, ``denoise``, ``deblur``, ``exemplar``. :func:`build_task` makes the operator;
+:func:`solve_image` reads an observation (or a clean image with ``degrade=True``), samples the posterior and writes
+each sample, the posterior mean, the per-pixel standard deviation, a contact sheet and, with a reference,
+``metrics.json``.
+
+The ``exemplar`` task is exemplar-guided inpainting (:mod:`invgen.operators.exemplar`): the image is inpainted with
+the inpaint task's mask options, guided by the image file ``TaskOptions.exemplar``; the observation file is the
+inpainting observation (the seen pixels), and the exemplar's embedding is joined to it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import Tensor
 
 from invgen.errors import InvgenError, ShapeError
 
-TASKS = ("colorize", "sr", "inpaint", "sketch", "denoise", "deblur")
+TASKS = ("colorize", "sr", "inpaint", "sketch", "denoise", "deblur", "exemplar")
 
 
 class TaskError(InvgenError, ValueError):
@@ -41,16 +46,78 @@ class TaskOptions:
     blur_size: int | None = None
     threshold: float = 0.2
     noise: float = 0.05
+    exemplar: str | None = None  # the exemplar task's exemplar image file (--exemplar)
+    tau_scale: float = 1.0  # the exemplar task's factor on the calibrated tau (--tau-scale; < 1 pulls harder)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_task(task: str, options: TaskOptions, channels: int) -> Any:
-    """The operator (with Gaussian noise ``options.noise``) of a named task for images with ``channels`` channels."""
+def read_exemplar(options: TaskOptions, max_pixels: int | None = None) -> Tensor:
+    """The exemplar task's exemplar image ``(C, H, W)`` in [0, 1], read from ``options.exemplar`` with the project's
+    image opener; a :class:`TaskError` naming ``--exemplar`` when it is not given, missing or unreadable."""
+    if not options.exemplar:
+        raise TaskError(
+            "the exemplar task needs an exemplar image: pass --exemplar FILE (TaskOptions.exemplar), the image whose "
+            "content should fill the masked region"
+        )
+    try:
+        return _read(options.exemplar, "--exemplar", max_pixels)
+    except FileNotFoundError as exc:
+        raise TaskError(
+            f"--exemplar {options.exemplar}: no such file (expected the exemplar image of the exemplar task)"
+        ) from exc
+    except OSError as exc:  # a FileError: a folder, an empty, truncated or non-image file, too many pixels
+        raise TaskError(f"{exc} (expected the exemplar image of the exemplar task)") from exc
+
+
+def _mask_options(options: TaskOptions) -> tuple[str, dict[str, Any]]:
+    """The inpaint (and exemplar) mask of the task options: ``(mask, options)``; a mask file is passed as its path."""
+    kind = options.mask
+    if kind == "box":
+        return kind, {"box_size": options.box_size if options.box_size is not None else 0.5}
+    if kind == "random":
+        return kind, {"ratio": options.ratio, "seed": options.mask_seed}
+    if kind == "freeform":
+        return kind, {"seed": options.mask_seed}
+    if kind == "half":
+        return kind, {}
+    if not Path(kind).is_file():
+        raise TaskError(f"--mask {kind!r}: expected box, random, freeform, half or a mask image file")
+    return str(Path(kind)), {}
+
+
+def build_task(
+    task: str,
+    options: TaskOptions,
+    channels: int,
+    size: tuple[int, int] | None = None,
+    exemplar: Tensor | None = None,
+) -> Any:
+    """The operator (with Gaussian noise ``options.noise``) of a named task for images with ``channels`` channels.
+
+    Args:
+        task: one of :data:`TASKS`.
+        options: the task options.
+        channels: the images' channel count.
+        size: the images' ``(H, W)``: needed by the ``exemplar`` task for a generated mask (its box must be known
+            before any image is seen); other tasks ignore it.
+        exemplar: the ``exemplar`` task's exemplar image; default: read from ``options.exemplar``
+            (:func:`read_exemplar`).
+    """
     import invgen
 
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     noise = {"name": "gaussian", "std": float(options.noise)}
+    if task == "exemplar":
+        e = exemplar if exemplar is not None else read_exemplar(options)
+        mask, kw = _mask_options(options)
+        if mask in ("box", "random", "freeform", "half"):  # generated: placed for the image size
+            if size is None:
+                raise TaskError(f"the exemplar task with --mask {mask} needs the image size (H, W) to place the mask")
+            kw["size"] = tuple(int(v) for v in size)
+        return invgen.operator(
+            "exemplar", mask=mask, exemplar=e, channels=channels, noise=noise, tau_scale=options.tau_scale, **kw
+        )
     if task == "colorize":
         if channels != 3:
             raise TaskError(f"colorize needs a colour (3-channel) prior, the prior has {channels} channel(s)")
@@ -72,21 +139,8 @@ def build_task(task: str, options: TaskOptions, channels: int) -> Any:
     if task == "sketch":
         return invgen.operator("sketch", threshold=options.threshold, channels=channels, noise=noise)
     # inpaint
-    kind = options.mask
-    if kind == "box":
-        kw = {"box_size": options.box_size if options.box_size is not None else 0.5}
-    elif kind == "random":
-        kw = {"ratio": options.ratio, "seed": options.mask_seed}
-    elif kind == "freeform":
-        kw = {"seed": options.mask_seed}
-    elif kind == "half":
-        kw = {}
-    else:
-        path = Path(kind)
-        if not path.is_file():
-            raise TaskError(f"--mask {kind!r}: expected box, random, freeform, half or a mask image file")
-        return invgen.operator("inpaint", mask=str(path), noise=noise)
-    return invgen.operator("inpaint", mask=kind, noise=noise, **kw)
+    mask, kw = _mask_options(options)
+    return invgen.operator("inpaint", mask=mask, noise=noise, **kw)
 
 
 def _prior_shape(prior: Any) -> tuple[int, int, int] | None:
@@ -263,6 +317,7 @@ def solve_image(
     check_device(device, "device")
     raw = _read(image, "--image", max_pixels)
     ref_raw = _read(reference, "--reference", max_pixels) if reference is not None else None
+    exemplar = read_exemplar(options, max_pixels) if task == "exemplar" else None
     prior_options = dict(prior_options or {})
     prior_kw = dict(prior_options)
     if _accepts_device(prior_name):
@@ -270,14 +325,19 @@ def solve_image(
     prior = invgen.prior(prior_name, **prior_kw)
     shape = _prior_shape(prior)
     channels = shape[0] if shape is not None else int(raw.shape[0]) if task != "colorize" else 3
-    op = build_task(task, options, channels).to(device)
+    size = (int(shape[1]), int(shape[2])) if shape is not None else (int(raw.shape[1]), int(raw.shape[2]))
+    op = build_task(task, options, channels, size=size, exemplar=exemplar).to(device)
+    # the exemplar task observes the seen pixels (its inpaint part) and joins the exemplar's embedding to them
+    seen = op.parts[0] if task == "exemplar" else op
     x_ref: Tensor | None = None
     if degrade:
         x_ref = _check_clean(raw, shape, str(image))
         gen = torch.Generator().manual_seed(seed)
-        y = op.measure(x_ref[None], generator=gen)[0]
+        y = seen.measure(x_ref[None], generator=gen)[0]
     else:
-        y = _as_observation(raw, task, op, shape, str(image))
+        y = _as_observation(raw, task, seen, shape, str(image))
+    if task == "exemplar":
+        y = op.observe(y[None])[0]
     if ref_raw is not None:
         x_ref = _check_clean(ref_raw, shape, str(reference))
         x_shape = op.input_shape((1, *y.shape))
@@ -306,18 +366,26 @@ def solve_image(
     save_png(mean, out / "mean.png")
     std_max = float(std.max())
     save_png(std / std_max if std_max > 0 else std, out / "std.png")
-    y_view = y if y.dim() == 3 and y.shape[0] in (1, 3) else op.pinv(y[None])[0]
+    if task == "exemplar":
+        y_view = op.split(y[None])[0][0]  # the seen pixels
+    else:
+        y_view = y if y.dim() == 3 and y.shape[0] in (1, 3) else op.pinv(y[None])[0]
     save_png(y_view.clamp(0, 1), out / "observation.png")
     tiles = [("y", y_view.cpu())]
     if x_ref is not None:
         tiles.insert(0, ("reference", x_ref))
+    if exemplar is not None:
+        tiles.append(("exemplar", _exemplar_tile(op, exemplar, tuple(y_view.shape))))
     tiles += [(f"sample {k + 1}", samples[k]) for k in range(min(samples.shape[0], 8))]
     tiles += [("mean", mean), ("std/max", std / std_max if std_max > 0 else std)]
     contact_sheet(tiles, out / "contact_sheet.png")
+    op_config = op.config()
+    if task == "exemplar":  # the file, not the image tensor; and how close each sample's box came to the exemplar
+        op_config["exemplar"] = str(options.exemplar)
     info: dict[str, Any] = {
         "image": str(image),
         "task": task,
-        "operator": op.config(),
+        "operator": op_config,
         "prior": prior_name,
         "prior_options": prior_options,
         "solver": post.solver,
@@ -330,6 +398,8 @@ def solve_image(
         "extras": {k: v for k, v in post.extras.items() if isinstance(v, (int, float, str))},
         "warnings": list(post.warnings),
     }
+    if task == "exemplar":
+        info["exemplar"] = _exemplar_summary(op, samples, options)
     if x_ref is not None:
         from invgen.metrics.lpips import lpips_available
 
@@ -361,6 +431,34 @@ def solve_image(
         info["metrics"] = result
     (out / "info.json").write_text(json.dumps(info, indent=1, default=str))
     return info
+
+
+def _exemplar_tile(op: Any, exemplar: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The exemplar as the operator sees it (channels converted, centre-cropped to the box's aspect), at the image
+    size ``shape`` ``(C, H, W)``, for the contact sheet."""
+    import torch.nn.functional as F
+
+    from invgen.operators.exemplar import prepare_exemplar
+
+    top, bottom, left, right = op.box
+    e = prepare_exemplar(exemplar, (bottom - top) / (right - left), int(shape[0]))
+    return F.interpolate(e, size=tuple(shape[1:]), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+def _exemplar_summary(op: Any, samples: Tensor, options: TaskOptions) -> dict[str, Any]:
+    """The exemplar task's figures: the file, the box, tau and each sample's ``||phi(R x) - phi(e)||^2``."""
+    from invgen.operators.exemplar import crop_box, embed
+
+    with torch.no_grad():
+        target = op.target(int(samples.shape[1]), samples.dtype, samples.device)
+        d2 = (embed(crop_box(samples, op.box)) - target).pow(2).sum(dim=1)
+    return {
+        "file": str(options.exemplar),
+        "box": list(op.box),
+        "tau": op.tau,
+        "embedding_d2": [float(v) for v in d2],
+        "embedding_d2_mean": float(d2.mean()),
+    }
 
 
 def _read(path: str | os.PathLike, option: str, max_pixels: int | None) -> Tensor:

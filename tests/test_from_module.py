@@ -92,9 +92,7 @@ def test_each_parametrisation_gives_the_exact_denoiser_and_score(gaussian, param
         torch.testing.assert_close(prior.denoise(noisy, sigma), gaussian.denoise(noisy, sigma), rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(prior.score(noisy, sigma), gaussian.score(noisy, sigma), rtol=1e-7, atol=1e-7)
     if parametrization == "edm":  # the network sees the level on its data scale
-        torch.testing.assert_close(
-            net.calls[-1], sigma * (data_range[1] - data_range[0])
-        )
+        torch.testing.assert_close(net.calls[-1], sigma * (data_range[1] - data_range[0]))
     else:  # and a VP network the continuous timestep of that level
         t = net.calls[-1]
         assert t.dtype == F64 and 0 < float(t.min()) < float(t.max()) < 999

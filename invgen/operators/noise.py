@@ -25,9 +25,17 @@ def _number(value: object, what: str) -> float:
 
 
 class NoiseModel(torch.nn.Module):
-    """Base class: ``sample(ax)`` draws y around ``ax = A(x)``; ``log_likelihood(y, ax)`` is log p(y | x) per item."""
+    """Base class: ``sample(ax)`` draws y around ``ax = A(x)``; ``log_likelihood(y, ax)`` is log p(y | x) per item.
+
+    Solvers that need a Gaussian residual (DPS's ``||y - A(x)||``, a step size from ``std^2``) ask for two things:
+    :meth:`gaussian_std` and :meth:`whiten`. For every model but a joint one
+    (:class:`~invgen.operators.joint.JointNoise`: Gaussian parts with different stds) ``whiten`` is the identity, so
+    for Gaussian noise ``log p(y | x) = -||whiten(y - A(x))||^2 / (2 gaussian_std()^2) + const`` reads as usual.
+    """
 
     name = "noise"
+    # True when whiten() is not the identity (a joint model with parts of different stds)
+    whitened: bool = False
 
     def sample(self, ax: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
@@ -37,6 +45,15 @@ class NoiseModel(torch.nn.Module):
 
     def config(self) -> dict:
         raise NotImplementedError
+
+    def gaussian_std(self) -> float | None:
+        """The std ``s`` of a Gaussian model in whitened units (``log p(y | x) = -||whiten(y - A(x))||^2 / (2 s^2) +
+        const``), or None when the model is not Gaussian."""
+        return None
+
+    def whiten(self, t: Tensor) -> Tensor:
+        """``W t`` for a tensor shaped like an observation: the identity here (see the class docstring)."""
+        return t
 
 
 def _per_item(t: Tensor) -> Tensor:
@@ -82,6 +99,9 @@ class GaussianNoise(NoiseModel):
 
     def config(self) -> dict:
         return {"name": self.name, "std": self.std}
+
+    def gaussian_std(self) -> float | None:
+        return self.std
 
     def extra_repr(self) -> str:
         return f"std={self.std}"

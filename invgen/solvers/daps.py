@@ -129,14 +129,17 @@ def _positive(value: Any, name: str) -> float:
 
 def data_grad(operator: Any, y: Tensor, x: Tensor, tau: float | None) -> Tensor:
     """``grad_x log p(y | x)``: the operator's noise model (``tau=None``) or the Gaussian ``-||y - A(x)||^2 /
-    (2 tau^2)``. Shape: y ``(M, ...)``, x ``(M, C, H, W)`` -> like x."""
+    (2 tau^2)`` (the residual whitened for a joint observation, :mod:`invgen.operators.joint`).
+    Shape: y ``(M, ...)``, x ``(M, C, H, W)`` -> like x."""
     if tau is None:
         return likelihood_grad(operator, y, x)[1]
+    whiten = operator.noise.whiten  # the identity but for a joint observation (invgen.operators.joint)
     if operator.linear:
-        return operator.adjoint(y - operator(x)) / tau**2
+        r = y - operator(x)
+        return operator.adjoint(whiten(whiten(r)) if operator.noise.whitened else r) / tau**2
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        loss = (y - operator(xg)).pow(2).sum() / (2 * tau**2)
+        loss = whiten(y - operator(xg)).pow(2).sum() / (2 * tau**2)
         (g,) = torch.autograd.grad(loss, xg)
     return -g
 

@@ -22,6 +22,10 @@ the 16-pixel test problems it is far stronger than on 256 x 256 images).
 ``-||y - A(x0)||^2 / (2 sigma_y^2)``; any noise model through ``operator.log_likelihood``), since the DDPM step
 moves ``x`` by ``(s_i^2 - s_{i+1}^2)`` times the prior score.
 
+A joint observation whose parts have different Gaussian noise (:mod:`invgen.operators.joint`) enters the norm
+whitened, ``||whiten(y - A(x0))||``: each part's residual in units of the reference std, so the parts weigh as their
+likelihoods do (``whiten`` is the identity for every other noise model).
+
 NFE: one denoiser call (forward and backward) per step, ``steps`` in all. A state that becomes NaN/Inf or explodes
 (``|x| > 1e6``, checked every 10 steps) stops DPS with a :class:`invgen.errors.DivergenceError` naming ``zeta``.
 """
@@ -71,7 +75,8 @@ def dps(
         eta: 1 (DDPM ancestral, the paper's Algorithm 1) down to 0 (deterministic DDIM between guidance steps).
 
     Returns:
-        ``(N, B, C, H, W)`` samples and extras ``{"residual": final mean ||y - A(x)|| per item, (B,)}``.
+        ``(N, B, C, H, W)`` samples and extras ``{"residual": final mean ||y - A(x)|| per item, (B,)}`` (whitened for a
+        joint observation, see the module docstring).
 
     Shape:
         y: ``(B, ...)`` as the operator produces it.
@@ -94,7 +99,7 @@ def dps(
             xg = x.detach().requires_grad_(True)
             x0 = prior.denoise(xg, s)
             if guidance == "norm":
-                r = (ys - operator(x0)).reshape(xg.shape[0], -1)
+                r = operator.noise.whiten(ys - operator(x0)).reshape(xg.shape[0], -1)
                 loss = r.pow(2).sum(1).clamp_min(1e-30).sqrt().sum()
                 step = 2 * zeta * math.sqrt((s**2 + 0.25) * (s_next**2 + 0.25))
             else:
@@ -105,5 +110,5 @@ def dps(
         x = ddim_step(x, x0.detach(), s, s_next, eta, noise) - step * g
         check_state(x, "dps", i + 1, steps, detail=f"zeta={zeta:g}, guidance={guidance!r}")
     with torch.no_grad():
-        resid = (ys - operator(x)).reshape(x.shape[0], -1).norm(dim=1)
+        resid = operator.noise.whiten(ys - operator(x)).reshape(x.shape[0], -1).norm(dim=1)
     return unstack_batch(x, n_samples), {"residual": unstack_batch(resid, n_samples).mean(0)}

@@ -78,10 +78,14 @@ def _check_noise(operator: Any, who: str) -> None:
 
 
 def effective_variance(operator: Any, y: Tensor) -> float:
-    """The variance of the data term: Gaussian ``std^2``, Poisson ``mean(|y|) / rate`` (floored at 0.01 / rate)."""
+    """The variance of the data term: Gaussian ``std^2`` (a joint observation's reference ``gaussian_std()^2``, in the
+    whitened units of :func:`operator_norm2`), Poisson ``mean(|y|) / rate`` (floored at 0.01 / rate)."""
     noise = operator.noise
     if noise.name == "gaussian":
         return float(noise.std) ** 2
+    std = noise.gaussian_std()
+    if std is not None:
+        return float(std) ** 2
     rate = getattr(noise, "rate", None)
     if rate is not None:
         return max(float(y.abs().mean()), 1e-2) / float(rate)
@@ -89,19 +93,28 @@ def effective_variance(operator: Any, y: Tensor) -> float:
 
 
 def operator_norm2(operator: Any, x: Tensor, iters: int = 20) -> float:
-    """``||A||^2`` (or ``||J||^2`` of a nonlinear operator at ``x``) by power iteration, with a 2% margin."""
+    """``||A||^2`` (or ``||J||^2`` of a nonlinear operator at ``x``) by power iteration, with a 2% margin.
+
+    For a joint observation whose noise whitens (:mod:`invgen.operators.joint`) it is ``||W A||^2`` (``||W J||^2``),
+    the curvature of the likelihood in the units of its reference std, which :func:`effective_variance` gives.
+    """
     gen = torch.Generator(device=x.device).manual_seed(1234)
     v = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-    if operator.linear:
+    whiten = operator.noise.whiten if operator.noise.whitened else None
+    if operator.linear and whiten is None:
 
         def jtj(u: Tensor) -> Tensor:
             return operator.gram(u)
+    elif operator.linear:
+
+        def jtj(u: Tensor) -> Tensor:
+            return operator.adjoint(whiten(whiten(operator(u))))
     else:
 
         def jtj(u: Tensor) -> Tensor:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                out = operator(xg)
+                out = operator(xg) if whiten is None else whiten(operator(xg))
                 w = torch.zeros_like(out, requires_grad=True)
                 (jt_w,) = torch.autograd.grad(out, xg, grad_outputs=w, create_graph=True)
                 (ju,) = torch.autograd.grad(jt_w, w, grad_outputs=u, retain_graph=True)  # J u, double backward
@@ -337,8 +350,11 @@ def annealed_langevin(
         x <- x + a_i (score(x, s_i) + A^T (y - A x) / (sigma_y^2 + s_i^2)) + sqrt(2 a_i) n,  a_i = eps s_i^2 / s_L^2,
 
     the likelihood's variance inflated by the prior's noise level (Jalal et al.); nonlinear operators differentiate
-    ``-||y - A(x)||^2 / (2 (sigma_y^2 + s_i^2))`` with autograd. Then ``final_steps`` more steps at ``sigma_min``
-    with the same step ``eps``. The score is ``prior.score(x, s)`` when the prior offers ``score``, else
+    ``-||y - A(x)||^2 / (2 (sigma_y^2 + s_i^2))`` with autograd. A joint observation with parts of different Gaussian
+    stds (:mod:`invgen.operators.joint`) uses its whitened residual ``whiten(y - A(x))`` and its reference std as
+    ``sigma_y``, so the inflation ``s_i^2`` is added in whitened units (exact as ``s_i -> 0``). Then ``final_steps``
+    more steps at ``sigma_min`` with the same step ``eps``. The score is ``prior.score(x, s)`` when the prior offers
+    ``score``, else
     ``(D(x, s) - x) / s^2`` from its denoiser. Chains start at ``0.5 + sigma_max n``. Each chain returns its final
     state (no final denoising step, which would shrink the samples towards a posterior mean).
 
@@ -394,9 +410,10 @@ def annealed_langevin(
     if float(sigma_min) < float(getattr(prior, "sigma_min", 0.0)):
         raise RangeError(f"{who}: sigma_min {sigma_min} is below the prior's sigma_min {prior.sigma_min}")
     check_tensor(y, "y")
-    std = getattr(operator.noise, "std", None)
-    if operator.noise.name != "gaussian" or std is None:
+    std = operator.noise.gaussian_std()  # a joint observation's reference std: its residuals are whitened below
+    if std is None:
         raise TypeError(f"{who} needs Gaussian observation noise, got {operator.noise.name!r}")
+    whiten = operator.noise.whiten
     caps = capabilities_of(prior)
     if "score" not in caps and "denoiser" not in caps:
         raise MissingCapabilityError(
@@ -424,11 +441,12 @@ def annealed_langevin(
         for _ in range(k):
             score = prior.score(x, s) if use_score else (prior.denoise(x, s) - x) / s**2
             if operator.linear:
-                lik = operator.adjoint(ys - operator(x)) / var
+                r = ys - operator(x)
+                lik = operator.adjoint(whiten(whiten(r)) if operator.noise.whitened else r) / var
             else:
                 with torch.enable_grad():
                     xg = x.detach().requires_grad_(True)
-                    (lik,) = torch.autograd.grad(-(ys - operator(xg)).pow(2).sum() / (2 * var), xg)
+                    (lik,) = torch.autograd.grad(-whiten(ys - operator(xg)).pow(2).sum() / (2 * var), xg)
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + a * (score + lik) + math.sqrt(2 * a) * noise
             done += 1

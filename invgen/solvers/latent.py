@@ -87,11 +87,13 @@ def _evaluator(prior: Any, operator: Any, y: Tensor, n: int, who: str, lam: floa
     x_shape = tuple(operator.input_shape(tuple(y.shape)))
     noiseless = operator.noise.name == "gaussian" and float(operator.noise.std) == 0
 
+    whiten = operator.noise.whiten  # the identity but for a joint observation (invgen.operators.joint)
+
     def objective(z: Tensor, x: Tensor) -> Tensor:
         if lam is not None:
-            return _norm2(ys - operator(x)) + lam * _norm2(z)
+            return _norm2(whiten(ys - operator(x))) + lam * _norm2(z)
         if noiseless:
-            return 0.5 * _norm2(ys - operator(x))
+            return 0.5 * _norm2(whiten(ys - operator(x)))
         return 0.5 * _norm2(z) - operator.log_likelihood(ys, x)
 
     def evaluate(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -270,7 +272,7 @@ def latent_map(
         lam = float(lam)
         if not math.isfinite(lam) or lam < 0:
             raise RangeError(f"{who}: lam must be finite and >= 0 (or None), got {lam}")
-        if operator.noise.name != "gaussian":
+        if operator.noise.gaussian_std() is None:  # a joint observation of Gaussian parts: whitened residuals
             raise TypeError(
                 f"{who}: lam (the least-squares objective) needs Gaussian noise, got {operator.noise.name!r}"
             )

@@ -110,18 +110,22 @@ def _nonnegative(value: Any, name: str, strict: bool = False) -> float:
 
 
 def data_grad(operator: Any, y: Tensor, x: Tensor, data_term: str) -> Tensor:
-    """Gradient in ``x`` of the data term (module docstring): ``(M_x / M_y) ||y - A(x)||^2`` or ``-log p(y | x)``.
+    """Gradient in ``x`` of the data term (module docstring): ``(M_x / M_y) ||y - A(x)||^2`` or ``-log p(y | x)``;
+    the residual is whitened for a joint observation whose parts have different Gaussian stds
+    (:mod:`invgen.operators.joint`), so its parts weigh as in their likelihoods.
 
     Shape: y ``(M, ...)``, x ``(M, C, H, W)`` -> like x.
     """
     if data_term == "likelihood":
         return -likelihood_grad(operator, y, x)[1]
     ratio = x[0].numel() / y[0].numel()
+    whiten = operator.noise.whiten  # the identity but for a joint observation (invgen.operators.joint)
     if operator.linear:
-        return 2.0 * ratio * operator.adjoint(operator(x) - y)
+        r = operator(x) - y
+        return 2.0 * ratio * operator.adjoint(whiten(whiten(r)) if operator.noise.whitened else r)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        loss = ratio * (y - operator(xg)).pow(2).sum()
+        loss = ratio * whiten(y - operator(xg)).pow(2).sum()
         (g,) = torch.autograd.grad(loss, xg)
     return g
 
