@@ -6,7 +6,8 @@ diffusion posterior sampling (DPS, ``zeta=0.3`` as in ``invgen demo``) with ``di
 samples towards images whose edges match the drawing. Reported per method:
 
 * PSNR / SSIM of the posterior mean to the ground truth, PSNR of the individual samples;
-* the edge F1 between the sketch and each sample's Canny edges (``invgen.tasks.edge_f1``, 1-pixel tolerance),
+* the symmetric edge F1 between the sketch and each sample's Canny edges (``invgen.metrics.edge_f1``, 1-pixel
+  tolerance),
   beside the F1 of unconditional DDIM samples of the same prior (which ignore the sketch): the gap is what
   conditioning on the sketch buys.
 
@@ -34,7 +35,8 @@ from pathlib import Path
 import torch
 
 import invgen
-from invgen.tasks import contact_sheet, edge_f1
+from invgen.metrics import edge_f1
+from invgen.tasks import contact_sheet
 
 NAME = "sketch_to_image"
 

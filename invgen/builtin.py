@@ -194,6 +194,18 @@ METRICS: list[tuple[str, str, bool, str]] = [
     ("psnr", "invgen.metrics.psnr:psnr", True, "peak signal-to-noise ratio in dB (data range 1)"),
     ("ssim", "invgen.metrics.ssim:ssim", True, "structural similarity (scikit-image defaults)"),
     ("lpips", "invgen.metrics.lpips:lpips", False, "LPIPS AlexNet v0.1 distance"),
+    (
+        "edge_f1",
+        "invgen.metrics.edges:sketch_f1",
+        True,
+        "symmetric F1 (1-pixel tolerance) between the Canny edges of x and the Canny sketch of the reference",
+    ),
+    (
+        "edge_chamfer",
+        "invgen.metrics.edges:sketch_chamfer",
+        False,
+        "symmetric chamfer distance in pixels between the Canny edges of x and the Canny sketch of the reference",
+    ),
 ]
 
 

@@ -4,7 +4,8 @@ A *task* is an operator with its options and noise, described by command-line wo
 ``inpaint``, ``sketch``, ``denoise``, ``deblur``, ``exemplar``. :func:`build_task` makes the operator;
 :func:`solve_image` reads an observation (or a clean image with ``degrade=True``), samples the posterior and writes
 each sample, the posterior mean, the per-pixel standard deviation, a contact sheet and, with a reference,
-``metrics.json``.
+``metrics.json`` (for ``sketch`` always: the edge agreement of the samples with the binary sketch, see
+:func:`solve_image`).
 
 The ``exemplar`` task is exemplar-guided inpainting (:mod:`invgen.operators.exemplar`): the image is inpainted with
 the inpaint task's mask options, guided by the image file ``TaskOptions.exemplar``; the observation file is the
@@ -237,35 +238,6 @@ def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_
     sheet.save(path)
 
 
-def edge_f1(samples: Tensor, sketch: Tensor, tolerance: int = 1) -> Tensor:
-    """F1 between the Canny edges of each sample and a binary sketch, with a ``tolerance``-pixel match radius.
-
-    Precision: the fraction of sample edge pixels within ``tolerance`` (Chebyshev) of a sketch edge; recall: the
-    fraction of sketch edge pixels within ``tolerance`` of a sample edge.
-
-    Shape:
-        samples: ``(B, C, H, W)`` in [0, 1]; sketch: ``(B or 1, 1, H, W)`` in {0, 1}. Returns ``(B,)``.
-    """
-    import torch.nn.functional as F
-
-    from invgen.operators.sketch import make_sketch
-
-    edges = make_sketch(samples.clamp(0, 1)) > 0.5
-    ref = (sketch > 0.5).expand(edges.shape[0], -1, -1, -1)
-    r = int(tolerance)
-
-    def dilate(m: Tensor) -> Tensor:
-        return F.max_pool2d(m.float(), 2 * r + 1, stride=1, padding=r) > 0.5 if r > 0 else m
-
-    tp_p = (edges & dilate(ref)).flatten(1).sum(1).double()
-    tp_r = (ref & dilate(edges)).flatten(1).sum(1).double()
-    n_e = edges.flatten(1).sum(1).double()
-    n_r = ref.flatten(1).sum(1).double()
-    precision = torch.where(n_e > 0, tp_p / n_e.clamp_min(1), torch.zeros_like(n_e))
-    recall = torch.where(n_r > 0, tp_r / n_r.clamp_min(1), torch.zeros_like(n_r))
-    return torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), 0.0)
-
-
 def solve_image(
     image: str | os.PathLike,
     task: str,
@@ -298,6 +270,11 @@ def solve_image(
         n_samples: posterior samples N.
         degrade: apply the task's operator (and noise, seeded) to ``image`` first.
         reference: a clean image to score against (``metrics.json``).
+            For ``sketch``, ``metrics.json`` also holds ``edge_f1`` and ``edge_chamfer``
+            (:mod:`invgen.metrics.edges`) of the mean and of each sample against the clean binary sketch:
+            ``make_sketch`` of the reference (``degrade=True``: of the image) when there is one, else the
+            observation itself, taken as a drawing and thresholded at 0.5 (``metrics.json["edge_sketch"]`` says
+            which). Then ``metrics.json`` is written even without a reference.
         options: task options; solver_options: options of the solver; prior_options: options of the prior's
             factory (``invgen.prior(prior_name, **prior_options)``, e.g. ``{"precision": "bfloat16"}``).
         progress: a progress bar over the network calls, as in :func:`invgen.solve` (None: for large problems only).
@@ -400,11 +377,12 @@ def solve_image(
     }
     if task == "exemplar":
         info["exemplar"] = _exemplar_summary(op, samples, options)
+    result: dict[str, Any] | None = None
     if x_ref is not None:
         from invgen.metrics.lpips import lpips_available
 
         ref = x_ref[None]
-        result: dict[str, Any] = {"mean": {}, "samples": {}, "samples_mean": {}}
+        result = {"mean": {}, "samples": {}, "samples_mean": {}}
         offline = not lpips_available()
         if offline and "lpips" in metrics:  # never a download: say what is missing instead
             metrics = tuple(m for m in metrics if m != "lpips")
@@ -418,15 +396,28 @@ def solve_image(
             per = fn(samples, ref.expand(samples.shape[0], -1, -1, -1))
             result["samples"][name] = [float(v) for v in per]
             result["samples_mean"][name] = float(per.mean())
-        if task == "sketch":
-            f1 = edge_f1(samples, (y[None] > 0.5).float())
-            result["samples"]["edge_f1"] = [float(v) for v in f1]
-            result["samples_mean"]["edge_f1"] = float(f1.mean())
         if samples.shape[0] > 1:
             from invgen.metrics.posterior import diversity
 
             kind = "lpips" if min(samples.shape[-2:]) >= 32 and not offline else "l2"
             result["diversity"] = {kind: float(diversity(samples[:, None], metric=kind)[0])}
+    if task == "sketch":  # the edges against the clean binary sketch: the reference's, else the drawing itself
+        from invgen.metrics.edges import edge_chamfer, edge_f1
+        from invgen.operators.sketch import make_sketch
+
+        if x_ref is not None:
+            sketch, source = make_sketch(x_ref[None]), "make_sketch(reference)"
+        else:
+            sketch, source = (y[None].cpu() > 0.5).to(samples.dtype), "the observation (drawing) > 0.5"
+        if result is None:
+            result = {"mean": {}, "samples": {}, "samples_mean": {}}
+        result["edge_sketch"] = source
+        for name, fn in (("edge_f1", edge_f1), ("edge_chamfer", edge_chamfer)):
+            result["mean"][name] = float(fn(mean[None], sketch)[0])
+            per = fn(samples, sketch)
+            result["samples"][name] = [float(v) for v in per]
+            result["samples_mean"][name] = float(per.mean())
+    if result is not None:
         (out / "metrics.json").write_text(json.dumps(result, indent=1))
         info["metrics"] = result
     (out / "info.json").write_text(json.dumps(info, indent=1, default=str))

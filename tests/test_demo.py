@@ -112,6 +112,39 @@ def test_run_tasks_writes_each_sheet_as_soon_as_the_task_is_done(tmp_path, monke
     assert len(rows) == 4  # 2 images per task in quick mode
 
 
+def test_sketch_task_scores_edges_against_the_binary_sketch(tmp_path, monkeypatch):
+    """The sketch row's edge F1 and chamfer distance are against make_sketch(truth), not y > 0.5 of the observation."""
+    if "diffusion-mnist" not in invgen.list_priors():
+        pytest.skip("diffusion-mnist is not installed")
+    monkeypatch.delenv("INVGEN_DATA", raising=False)
+    from invgen.metrics import edge_chamfer, edge_f1
+    from invgen.operators.sketch import make_sketch
+
+    task = next(t for t in demo.TASKS if t[2] == "sketch")
+    task = (*task[:5], {"steps": 2, "zeta": 0.3}, {"steps": 2, "zeta": 0.3})
+    seen = {}
+    ground_truth = demo._ground_truth
+
+    def keep(prior_name, *args, **kwargs):
+        seen["x"], source = ground_truth(prior_name, *args, **kwargs)
+        return seen["x"], source
+
+    monkeypatch.setattr(demo, "_ground_truth", keep)
+    real_solve = invgen.solve
+
+    def solve(*args, **kwargs):
+        seen["post"] = real_solve(*args, **kwargs)
+        return seen["post"]
+
+    monkeypatch.setattr(invgen, "solve", solve)
+    (row,), _ = demo.run_tasks(tmp_path, quick=True, tasks=[task])
+    flat = seen["post"].clamped(0, 1).samples.reshape(-1, 1, 32, 32)
+    sketch = make_sketch(seen["x"]).repeat(seen["post"].samples.shape[0], 1, 1, 1)
+    assert row["edge_f1"] == pytest.approx(float(edge_f1(flat, sketch).mean()))
+    assert row["edge_chamfer"] == pytest.approx(float(edge_chamfer(flat, sketch).mean()))
+    assert "edge_f1_soft" not in row
+
+
 def test_sheet_names():
     assert [demo.sheet_name(k, t[0]) for k, t in enumerate(demo.TASKS, 1)][-2:] == [
         "task-06-photo-inpainting-free-form.png",

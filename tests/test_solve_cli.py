@@ -9,7 +9,8 @@ import torch
 
 import invgen
 from invgen.cli import main
-from invgen.tasks import edge_f1, save_png
+from invgen.metrics import edge_f1
+from invgen.tasks import save_png
 
 
 @pytest.fixture
@@ -61,12 +62,34 @@ def test_solve_errors_say_what_fits(digit, tmp_path, capsys):
     assert "expected box, random, freeform, half or a mask image file" in capsys.readouterr().err
 
 
-def test_sketch_task_reports_edge_f1(digit, tmp_path):
+def test_sketch_task_reports_edge_agreement(digit, tmp_path):
+    """Against the clean binary sketch: make_sketch of the truth with --degrade, the drawing itself without."""
+    from invgen.data.sets import read_image
+    from invgen.metrics import edge_chamfer
+    from invgen.operators.sketch import make_sketch
+
     out = tmp_path / "sk"
-    args = ["solve", "--image", str(digit), "--task", "sketch", "--prior", "diffusion-mnist", "--solver", "dps"]
-    assert main([*args, "--steps", "5", "-n", "2", "--out", str(out), "--degrade"]) == 0
+    args = ["solve", "--task", "sketch", "--prior", "diffusion-mnist", "--solver", "dps", "--steps", "5", "-n", "2"]
+    assert main([*args, "--image", str(digit), "--out", str(out), "--degrade"]) == 0
     m = json.loads((out / "metrics.json").read_text())
+    assert m["edge_sketch"] == "make_sketch(reference)" and "edge_f1_soft" not in m["samples"]
     assert len(m["samples"]["edge_f1"]) == 2 and all(0 <= v <= 1 for v in m["samples"]["edge_f1"])
+    assert len(m["samples"]["edge_chamfer"]) == 2 and all(v >= 0 for v in m["samples"]["edge_chamfer"])
+    truth = read_image(digit)[None]
+    sample = read_image(out / "sample_000.png")[None]  # 8-bit PNG of the scored sample: Canny edges may differ a bit
+    assert m["samples"]["edge_f1"][0] == pytest.approx(float(edge_f1(sample, make_sketch(truth))[0]), abs=0.05)
+    assert m["mean"]["edge_f1"] > 0 and m["mean"]["edge_chamfer"] >= 0
+
+    drawing = tmp_path / "drawing.png"  # a user's drawing: thin binary lines, no reference
+    save_png(make_sketch(truth)[0], drawing)
+    out2 = tmp_path / "sk2"
+    assert main([*args, "--image", str(drawing), "--out", str(out2)]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["edge_sketch"] == "the observation (drawing) > 0.5"
+    assert set(m2["mean"]) == {"edge_f1", "edge_chamfer"}  # no reference: no PSNR
+    sample = read_image(out2 / "sample_001.png")[None]
+    want = float(edge_chamfer(sample, make_sketch(truth))[0])
+    assert m2["samples"]["edge_chamfer"][1] == pytest.approx(want, abs=0.3)
 
 
 def test_edge_f1_closed_cases():

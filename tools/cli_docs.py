@@ -44,8 +44,12 @@ digit for `sr` x4 with `diffusion-mnist`). With `--degrade` it is a clean image 
 * `sample_XXX.png`, `mean.png`, `observation.png`, `contact_sheet.png`;
 * `std.png`, the per-pixel standard deviation divided by its maximum (which `info.json` records);
 * `info.json`: operator, solver config, NFE, seconds;
-* with `--reference` or `--degrade`, `metrics.json`: PSNR/SSIM/LPIPS of the mean and of each sample, sample
-  diversity, and for `sketch` the edge F1 between the sketch and the Canny edges of each sample.
+* with `--reference` or `--degrade`, `metrics.json`: PSNR/SSIM/LPIPS of the mean and of each sample, and sample
+  diversity;
+* for `sketch`, always in `metrics.json`: the symmetric edge F1 (`edge_f1`, 1-pixel tolerance, higher is better) and
+  chamfer distance in pixels (`edge_chamfer`, lower is better) between the Canny edges of the mean and of each
+  sample and the clean binary sketch: `invgen.make_sketch` of the reference (or of the `--degrade` image), else the
+  observation itself taken as a drawing, thresholded at 0.5 (`edge_sketch` says which; [Metrics](metrics.md)).
 
 Task options are `--scale`, `--sr-kernel`, `--mask` (box, random, freeform, half or a mask file), `--box-size`,
 `--ratio`, `--mask-seed`, `--blur`, `--blur-sigma`, `--blur-size` and `--threshold`. Solver options go through

@@ -6,6 +6,15 @@ Reference metrics compare a batch of predictions with a batch of ground truths a
 - :func:`ssim`: structural similarity, equal to ``skimage.metrics.structural_similarity``.
 - :func:`lpips`: LPIPS AlexNet v0.1 distance (the ``lpips`` package).
 
+Edge agreement (sketch-to-image) compares the Canny edges of a batch with a *binary* sketch of thin lines
+(``invgen.make_sketch(truth)``, or a drawing thresholded at 0.5), one value per image (:mod:`invgen.metrics.edges`):
+
+- :func:`edge_f1`: symmetric F1 of the edge pixels within a 1-pixel tolerance, in [0, 1] (higher is better).
+- :func:`edge_chamfer`: symmetric chamfer distance in pixels (lower is better).
+
+Registered as ``edge_f1`` and ``edge_chamfer`` with a clean reference *image* (``fn(x, ref)``, like PSNR): the
+sketch is then ``make_sketch(ref)``.
+
 Sample-quality metrics compare two *sets* of images (they are not per-image, so not in the metric registry):
 
 - :func:`frechet_distance`: "FD-<dataset>-CNN", the FID formula in the 128 features of a small CNN classifier that
@@ -47,6 +56,7 @@ from typing import Any
 
 # The submodules are cheap (torch only; lpips, torchvision and skimage are imported inside the functions that need
 # them). Importing them here binds the package attributes to the functions, not to the submodules of the same name.
+from invgen.metrics.edges import edge_chamfer, edge_f1
 from invgen.metrics.lpips import lpips, lpips_available, lpips_model
 from invgen.metrics.posterior import coverage, credible_interval, data_consistency, diversity
 from invgen.metrics.psnr import check_pair, psnr
@@ -67,6 +77,8 @@ __all__ = [
     "credible_interval",
     "data_consistency",
     "diversity",
+    "edge_chamfer",
+    "edge_f1",
     "feature_statistics",
     "frechet_distance",
     "frechet_distance_from_statistics",
