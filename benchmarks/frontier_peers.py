@@ -168,9 +168,10 @@ def budgets_for(sampler: str, budgets: list[int], dps_only: set[int]) -> list[in
 
 def plan(args: argparse.Namespace, lib: str) -> list[str]:
     """The library's samplers kept by ``--samplers`` (``name``: in every library; ``library:name``: in one)."""
-    samplers = library_module(lib).SAMPLERS
+    mod = library_module(lib)
     if not args.samplers:
-        return list(samplers)
+        return list(mod.SAMPLERS)
+    samplers = [*mod.SAMPLERS, *getattr(mod, "VARIANTS", {})]  # variants (invgen's) only when named
     return [s for s in samplers if s in args.samplers or f"{lib}:{s}" in args.samplers]
 
 

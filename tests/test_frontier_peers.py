@@ -156,3 +156,17 @@ def test_tiny_run_writes_json_and_markdown_and_resumes(peers, data_dir, tmp_path
     assert fp.main(argv) == 0  # resumes: nothing left to run
     assert "sr4|" not in capsys.readouterr().out.replace(str(tmp_path), "")
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == cells
+
+
+def test_invgen_variants_are_named_solvers_with_options_run_only_when_asked():
+    from peers import invgen_side
+
+    assert invgen_side.base_sampler("pigdm_eta0") == ("pigdm", {"eta": 0.0})
+    assert invgen_side.settings("pigdm_eta0", 50) == {"steps": 50, "eta": 0.0}
+    assert invgen_side.settings("pigdm", 50) == {"steps": 50}
+    assert invgen_side.settings("repaint", 20) == {"steps": 10, "jump_length": 2, "jump_n_sample": 2}
+    assert not set(invgen_side.VARIANTS) & set(invgen_side.SAMPLERS)  # never in a default run
+    frontier = importlib.import_module("frontier_peers")
+    asked = frontier.parse(["--samplers", "invgen:pigdm_eta0,ddrm"])
+    assert frontier.plan(asked, "invgen") == ["ddrm", "pigdm_eta0"]
+    assert "pigdm_eta0" not in frontier.plan(frontier.parse([]), "invgen")

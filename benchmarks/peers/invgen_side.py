@@ -37,24 +37,37 @@ MATCHED: dict[str, dict[int, dict[str, Any]]] = {
     },
 }
 INPAINTING = ("inpaint-box", "oracle")
+# variants run only when asked for by name (--samplers invgen:NAME): a sampler with options other than its defaults,
+# for the "win it" experiments of issue 29 (what a change of default would give, beside the default)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pigdm_eta0": ("pigdm", {"eta": 0.0}),
+    "pigdm_eta0.5": ("pigdm", {"eta": 0.5}),
+    "ddrm_eta1": ("ddrm", {"eta": 1.0}),
+    "ddnm_eta0.5": ("ddnm", {"eta": 0.5}),
+}
+
+
+def base_sampler(sampler: str) -> tuple[str, dict[str, Any]]:
+    """The registered solver and the options of a sampler name (a variant's, else none)."""
+    name, options = VARIANTS.get(sampler, (sampler, {}))
+    return name, dict(options)
 
 
 def not_applicable(sampler: str, task: str) -> str | None:
     """Why ``sampler`` cannot run on ``task`` (None: it can)."""
-    if sampler == "repaint" and task not in INPAINTING:
+    if base_sampler(sampler)[0] == "repaint" and task not in INPAINTING:
         return "RePaint needs an inpainting mask"
     return None
 
 
 def settings(sampler: str, budget: int) -> dict[str, Any]:
     """invgen's options for ``sampler`` at ``budget`` network evaluations; KeyError without an NFE-matched setting."""
-    if sampler in STEP_SAMPLERS:
-        return {"steps": budget}
-    if budget not in MATCHED[sampler]:
-        raise KeyError(
-            f"invgen {sampler}: no NFE-matched setting for budget {budget} (have {sorted(MATCHED[sampler])})"
-        )
-    return dict(MATCHED[sampler][budget])
+    name, options = base_sampler(sampler)
+    if name in STEP_SAMPLERS:
+        return {"steps": budget, **options}
+    if budget not in MATCHED[name]:
+        raise KeyError(f"invgen {name}: no NFE-matched setting for budget {budget} (have {sorted(MATCHED[name])})")
+    return {**MATCHED[name][budget], **options}
 
 
 class InvgenSide:
@@ -77,10 +90,11 @@ class InvgenSide:
 
         if self.counter is not None:
             self.counter.reset()
-        post = invgen.solve(y, self.op, self.prior, solver=sampler, n_samples=n, seed=seed, **settings(sampler, budget))
+        solver = base_sampler(sampler)[0]
+        post = invgen.solve(y, self.op, self.prior, solver=solver, n_samples=n, seed=seed, **settings(sampler, budget))
         chains = n * y.shape[0]
         self.last_nfe = self.counter.per_chain(chains) if self.counter is not None else float(post.nfe)
         return post.samples
 
 
-__all__ = ["LIBRARY", "MATCHED", "SAMPLERS", "InvgenSide", "not_applicable", "settings"]
+__all__ = ["LIBRARY", "MATCHED", "SAMPLERS", "VARIANTS", "InvgenSide", "base_sampler", "not_applicable", "settings"]
