@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+import invgen
 from invgen.errors import RangeError
 from invgen.priors.tiling import tile_starts, tiled
 
@@ -48,3 +49,11 @@ def test_tiled_options_are_checked():
         tiled(lambda t: t, x, tile=16, overlap=16)
     with pytest.raises(RangeError):
         tiled(lambda t: t, x, tile=16, overlap=8, margin=4)
+
+
+def test_tile_is_a_factory_option_of_the_shipped_natural_priors():
+    if "diffusion-natural-rgb" not in invgen.list_priors():
+        pytest.skip("diffusion-natural-rgb not installed")
+    assert invgen.prior("diffusion-natural-rgb", tile=256).tile == 256  # --prior-option tile=256
+    with pytest.raises(ValueError, match="tile: expected an integer number of pixels >= 64, got 3"):
+        invgen.prior("diffusion-natural-rgb", tile=3)

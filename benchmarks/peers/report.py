@@ -60,12 +60,16 @@ def task_table(cells: dict[str, dict[str, Any]], task: str) -> list[str]:
             f"| {cell(r, 'psnr', '.2f')} | {cell(r, 'ssim', '.3f')} | {cell(r, 'lpips', '.4f')} | "
             f"{_fmt(o['variance_ratio'] if o else None, '.2f')} | {settings} |"
         )
+    return out + not_run(cells, task)
+
+
+def not_run(cells: dict[str, dict[str, Any]], task: str) -> list[str]:
+    """The lines listing the cells of ``task`` that did not run (n/a or error), with the reason."""
     skipped = [c for c in cells.values() if c["task"] == task and c["status"] != "ok"]
-    if skipped:
-        out += ["", "Not run:", ""]
-        for c in sorted(skipped, key=lambda c: (c["library"], c["sampler"], c["budget"])):
-            out.append(f"* {c['library']} {c['sampler']} {c['budget']}: {c['status']}")
-    return out
+    lines = ["", "Not run:", ""] if skipped else []
+    for c in sorted(skipped, key=lambda c: (c["library"], c["sampler"], c["budget"])):
+        lines.append(f"* {c['library']} {c['sampler']} {c['budget']}: {c['status']}")
+    return lines
 
 
 def summary_table(cells: dict[str, dict[str, Any]], task: str) -> list[str]:
@@ -98,12 +102,7 @@ def oracle_table(cells: dict[str, dict[str, Any]]) -> list[str]:
             f"{r['variance_ratio_total']:.2f} | {r['sw_multiple']:.1f} | {r['weight_multiple']:.1f} | "
             f"{r['seconds']:.2f} |"
         )
-    skipped = [c for c in cells.values() if c["task"] == ORACLE_TASK and c["status"] != "ok"]
-    if skipped:
-        out += ["", "Not run:", ""]
-    for c in sorted(skipped, key=lambda c: (c["library"], c["sampler"], c["budget"])):
-        out.append(f"* {c['library']} {c['sampler']} {c['budget']}: {c['status']}")
-    return out
+    return out + not_run(cells, ORACLE_TASK)
 
 
 def plot(cells: dict[str, dict[str, Any]], task: str, path: Path, title: str) -> None:

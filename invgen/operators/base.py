@@ -42,6 +42,15 @@ def match_batch(param: Tensor, like: Tensor) -> Tensor:
     return param.repeat(b // pb, *([1] * (param.dim() - 1)))
 
 
+def check_bound_input(who: str, shape: tuple[int, ...] | None, x: Tensor, name: str, clean: bool) -> Tensor:
+    """``check_image`` plus, for an operator bound to one input shape ``(C, H, W)``, that ``x`` has it."""
+    check_image(x, name, clean=clean)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        dims = ", ".join(map(str, shape))
+        raise ShapeError(f"{who}: {name}: expected images of shape (B, {dims}), got {tuple(x.shape)}")
+    return x
+
+
 class Operator(torch.nn.Module):
     """A (possibly nonlinear) forward operator ``y = A(x)`` with a noise model.
 

@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.checks import check_image, check_tensor
+from invgen.checks import check_tensor
 from invgen.errors import RangeError, ShapeError
-from invgen.operators.base import LinearOperator, Operator, conjugate_gradient
+from invgen.operators.base import LinearOperator, Operator, check_bound_input, conjugate_gradient
 from invgen.operators.noise import NoiseModel
 
 
@@ -237,13 +237,7 @@ class JointOperator(Operator):
         return self.shape
 
     def check_input(self, x: Tensor, name: str = "x", clean: bool = False) -> Tensor:
-        check_image(x, name, clean=clean)
-        if self.shape is not None and tuple(x.shape[1:]) != self.shape:
-            raise ShapeError(
-                f"{self.name}: {name}: expected images of shape (B, {', '.join(map(str, self.shape))}), got "
-                f"{tuple(x.shape)}"
-            )
-        return x
+        return check_bound_input(self.name, self.shape, x, name, clean)
 
     def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
         b = int(x_shape[0])

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invgen.checks import check_image, check_tensor
+from invgen.checks import check_tensor
 from invgen.errors import ShapeError
-from invgen.operators.base import LinearOperator
+from invgen.operators.base import LinearOperator, check_bound_input
 from invgen.operators.noise import NoiseModel
 
 
@@ -125,13 +125,7 @@ class Sensing(LinearOperator):
         return self
 
     def check_input(self, x: Tensor, name: str = "x", clean: bool = False) -> Tensor:
-        check_image(x, name, clean=clean)
-        if self.shape is not None and tuple(x.shape[1:]) != self.shape:
-            raise ShapeError(
-                f"sensing: {name}: expected images of shape (B, {', '.join(map(str, self.shape))}), got "
-                f"{tuple(x.shape)}"
-            )
-        return x
+        return check_bound_input("sensing", self.shape, x, name, clean)
 
     def _check_y(self, y: Tensor, name: str = "y") -> Tensor:
         check_tensor(y, name)

@@ -171,6 +171,7 @@ class DiffusionPrior(Prior):
         device: str | torch.device = "cpu",
         weights: str = "model.safetensors",
         precision: str = "float32",
+        tile: int | None = None,
     ) -> DiffusionPrior:
         """Rebuild from ``config.json`` + safetensors weights in ``folder`` (no pickle).
 
@@ -178,7 +179,8 @@ class DiffusionPrior(Prior):
         (``invgen.prior("diffusion-mnist", precision="bfloat16")``). The weights are frozen (``requires_grad=False``,
         as in every other prior family): a gradient through the denoiser (DPS, PiGDM) is then one with respect to its
         input only, measured 1.0-1.3x faster than with trainable weights (forward + backward, batches 1 to 128,
-        ``docs/perf/results.md``); call ``prior.net.requires_grad_(True)`` to fine-tune.
+        ``docs/perf/results.md``); call ``prior.net.requires_grad_(True)`` to fine-tune. ``tile`` (pixels, >= 64)
+        runs the network on larger images in overlapping tiles of that size (memory bounded; overrides the config's).
         """
         from invgen.train.checkpoint import load_pretrained
         from invgen.train.verify import CONFIG, config_errors, load_state
@@ -194,6 +196,10 @@ class DiffusionPrior(Prior):
             if cfg.get("tile"):
                 prior.tile, prior.tile_overlap = int(cfg["tile"]), int(cfg.get("tile_overlap", 32))
             prior.clip_denoised = bool(cfg.get("clip_denoised", False))
+        if tile is not None:
+            if isinstance(tile, bool) or not isinstance(tile, int) or tile < 64:
+                raise ValueError(f"tile: expected an integer number of pixels >= 64, got {tile!r}")
+            prior.tile = tile
         prior = prior.to(device)
         if torch.device(device).type == "cpu":
             prior.channels_last()
