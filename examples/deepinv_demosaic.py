@@ -27,14 +27,13 @@ import argparse
 import importlib.util
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import invgen
-from invgen.tasks import contact_sheet
+from invgen.tasks import contact_sheets
 
 NAME = "deepinv_demosaic"
 PRIOR = "diffusion-cifar10"
@@ -50,23 +49,6 @@ def scores(samples: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         "ssim_mean": float(invgen.metrics.ssim(samples.mean(0), x).mean()),
         "psnr_samples": float(invgen.metrics.psnr(flat, ref).mean()),
     }
-
-
-def write_sheet(rows: list[list[tuple[str, torch.Tensor]]], path: Path) -> None:
-    """Stack one contact sheet per row (``invgen.tasks.contact_sheet``) into a single PNG."""
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory() as tmp:
-        parts = []
-        for i, tiles in enumerate(rows):
-            contact_sheet(tiles, Path(tmp) / f"{i}.png")
-            parts.append(Image.open(Path(tmp) / f"{i}.png").convert("RGB"))
-        sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
-        top = 0
-        for p in parts:
-            sheet.paste(p, (0, top))
-            top += p.height
-        sheet.save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             tiles += [(f"{label} {k + 1}", s[k]) for k in range(s.shape[0])]
             tiles += [(f"{label} mean", s.mean(0)), (f"std/{float(std.max()):.2f}", std / std.max().clamp_min(1e-8))]
             rows.append(tiles)
-    write_sheet(rows, out / f"{NAME}.png")
+    contact_sheets(rows, out / f"{NAME}.png")
     info = {
         "ground_truth": f"CIFAR-10 test images 0..{n_images - 1} (invgen.data.sample_images)",
         "physics": f"deepinv.physics.Demosaicing(bayer), GaussianNoise({NOISE_STD})",

@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import invgen
-from invgen.tasks import contact_sheet
+from invgen.tasks import contact_sheets
 
 NAME = "inpainting"
 MASKS = {  # label -> inpaint operator options
@@ -63,25 +62,6 @@ def scores(samples: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         flat = samples.reshape(-1, *x.shape[1:])
         out["lpips_samples"] = float(invgen.metrics.lpips(flat, x.repeat(samples.shape[0], 1, 1, 1)).mean())
     return out
-
-
-def write_sheet(rows: list[list[tuple[str, torch.Tensor]]], path: Path) -> None:
-    """Stack one contact sheet per row (``invgen.tasks.contact_sheet``) into a single PNG."""
-    from PIL import Image
-
-    with tempfile.TemporaryDirectory() as tmp:
-        parts = []
-        for i, tiles in enumerate(rows):
-            contact_sheet(tiles, Path(tmp) / f"{i}.png")
-            parts.append(Image.open(Path(tmp) / f"{i}.png").convert("RGB"))
-        sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
-        top = 0
-        for p in parts:
-            sheet.paste(p, (0, top))
-            top += p.height
-        r, g, b = sheet.split()
-        gray = r.tobytes() == g.tobytes() == b.tobytes()
-        (sheet.convert("L") if gray else sheet).save(path, optimize=True)  # gray sheets: a third of the size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 if solver == "ddrm":
                     tiles.append(("tv (MAP)", samples_of["tv"][0, b]))
                 rows.append(tiles)
-    write_sheet(rows, out / f"{NAME}.png")
+    contact_sheets(rows, out / f"{NAME}.png")
     info = {"ground_truth": source, "prior": f"diffusion-{args.dataset}", "n_samples": n_samples, "metrics": results}
     (out / f"{NAME}.json").write_text(json.dumps(info, indent=1, default=str))
     print(f"wrote {out / f'{NAME}.png'} and {out / f'{NAME}.json'} in {time.perf_counter() - t0:.1f} s")

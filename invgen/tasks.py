@@ -214,8 +214,9 @@ def image_grid(x: Tensor, cols: int, fill: float = 1.0) -> Tensor:
     return torch.cat([x, pad]).reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
 
 
-def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_tile: int = 96) -> None:
-    """One row of labelled tiles ``(title, (C, H, W) in [0, 1])``, nearest-upscaled to at least ``min_tile`` px."""
+def _sheet_row(tiles: list[tuple[str, Tensor]], min_tile: int = 96) -> Any:
+    """A PIL image of one row of labelled tiles ``(title, (C, H, W) in [0, 1])``, nearest-upscaled to at least
+    ``min_tile`` px."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -235,7 +236,28 @@ def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_
         x0 = pad + i * (w * k + pad)
         sheet.paste(tile, (x0, top))
         draw.text((x0, 2), title, fill=(0, 0, 0))
-    sheet.save(path)
+    return sheet
+
+
+def contact_sheet(tiles: list[tuple[str, Tensor]], path: str | os.PathLike, min_tile: int = 96) -> None:
+    """One row of labelled tiles ``(title, (C, H, W) in [0, 1])``, nearest-upscaled to at least ``min_tile`` px."""
+    _sheet_row(tiles, min_tile).save(path)
+
+
+def contact_sheets(rows: list[list[tuple[str, Tensor]]], path: str | os.PathLike) -> None:
+    """Rows of :func:`contact_sheet` stacked into one PNG on white (saved as gray when every row is gray: a third of
+    the size); the examples' sheets."""
+    from PIL import Image
+
+    parts = [_sheet_row(tiles) for tiles in rows]
+    sheet = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
+    top = 0
+    for p in parts:
+        sheet.paste(p, (0, top))
+        top += p.height
+    r, g, b = sheet.split()
+    gray = r.tobytes() == g.tobytes() == b.tobytes()
+    (sheet.convert("L") if gray else sheet).save(path, optimize=True)
 
 
 def solve_image(

@@ -180,7 +180,7 @@ class ModulePrior(Prior):
         p = next(self.net.parameters(), None) if isinstance(self.net, torch.nn.Module) else None
         dtype, device = (p.dtype, p.device) if p is not None else (x.dtype, x.device)
         cond_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-        out = self.net(x.to(device, dtype), cond.to(device=device, dtype=cond_dtype), **self.net_kwargs)
+        out = self.net(x.to(device, dtype), cond.to(device=device, dtype=cond_dtype), **self.call_kwargs(x))
         out = getattr(out, "sample", out)
         if not isinstance(out, Tensor):
             raise TypeError(f"{self.name}: the network returned {type(out).__name__}, expected a tensor")
@@ -196,6 +196,11 @@ class ModulePrior(Prior):
         else:
             self.learned_variance = False
         return out.to(device=x.device, dtype=x.dtype)
+
+    def call_kwargs(self, x: Tensor) -> dict[str, Any]:
+        """Keyword arguments of the network call for the batch ``x``: ``net_kwargs`` (subclasses add per-batch ones,
+        e.g. class labels)."""
+        return self.net_kwargs
 
     def timestep(self, sigma: float | Tensor) -> Tensor:
         """The VP timestep (float64, CPU) the network gets for noise levels ``sigma`` on the [0, 1] scale."""
@@ -225,9 +230,7 @@ class ModulePrior(Prior):
         if self.parametrization == "edm":
             x0 = self._call(xd, s.reshape(-1))
         else:
-            s64 = self.scale * as_sigma(sigma, x[:, :1, :1, :1].detach().double()).reshape(-1)
-            t = self.timesteps(s64)
-            t = t.round() if self.discrete else t
+            t = self.timestep(as_sigma(sigma, x[:, :1, :1, :1].detach().double()).reshape(-1))  # float64 levels
             a = torch.rsqrt(1.0 + s**2)  # sqrt(abar) of the level s
             out = self._call(xd * a, t)
             if self.parametrization == "eps":

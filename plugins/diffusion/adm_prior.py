@@ -81,10 +81,11 @@ class ADMPrior(ModulePrior):
         self.clip_denoised = bool(clip_denoised)
         self.adm_config = dict(config)
 
-    def _call(self, x: Tensor, cond: Tensor) -> Tensor:
-        if self.class_label is not None:
-            self.net_kwargs = {"y": torch.full((x.shape[0],), self.class_label, dtype=torch.long, device=x.device)}
-        return super()._call(x, cond)
+    def call_kwargs(self, x: Tensor) -> dict[str, Any]:
+        """The class label of a conditional network, one per batch item."""
+        if self.class_label is None:
+            return self.net_kwargs
+        return {**self.net_kwargs, "y": torch.full((x.shape[0],), self.class_label, dtype=torch.long, device=x.device)}
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """E[x0 | x] for ``x = x0 + sigma n`` (clamped to [0, 1] with ``clip_denoised``). Shape: as the input."""
